@@ -1,0 +1,3 @@
+from fakedetect.cli import main
+
+main()

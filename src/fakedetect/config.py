@@ -1,0 +1,172 @@
+"""Typed training configuration: dataclass defaults, overlaid by a YAML file, overlaid by CLI flags.
+
+All validation lives in :func:`validate`; errors name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation applied to training images only (never to validation or test data)."""
+
+    flip: bool = True
+    rotation: float = 0.05  # fraction of a full turn, as keras.layers.RandomRotation
+    zoom: float = 0.1
+    contrast: float = 0.1
+    # Robustness augmentations, applied to both classes alike (CNNDetection / DeepfakeBench recipe).
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 100)
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Written to the run folder as ``config.yaml``."""
+
+    backbone: str = "efficientnet-b4"
+    weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
+    image_size: int | None = None  # None: the backbone's native size
+    batch_size: int = 32
+    epochs_frozen: int = 5
+    epochs_finetune: int = 10
+    lr_frozen: float = 1e-3
+    lr_finetune: float = 1e-5
+    unfreeze: int | str = 20  # top N backbone layers, or a block name prefix such as "block6"
+    dropout: float = 0.2
+    val_fraction: float = 0.1
+    max_per_class: int | None = None
+    seed: int = 42
+    early_stopping_patience: int = 3
+    reduce_lr_patience: int = 1
+    reduce_lr_factor: float = 0.2
+    class_weights: str = "auto"  # "auto": balanced weights when classes differ by more than 10%; or "none"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"]["jpeg_quality"] = list(self.augment.jpeg_quality)
+        d["augment"]["blur_sigma"] = list(self.augment.blur_sigma)
+        return d
+
+
+def _overlay(obj: Any, values: dict[str, Any], where: str) -> None:
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"unknown setting '{where}{key}'; known: {', '.join(sorted(known))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{where}{key}' must be a mapping, got {value!r}")
+            _overlay(current, value, f"{where}{key}.")
+        else:
+            if isinstance(current, tuple) and isinstance(value, list):
+                value = tuple(value)
+            setattr(obj, key, value)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Builds a config from defaults, then a YAML file, then ``overrides`` (None values are ignored).
+
+    Args:
+        path: a YAML file, or the name of a shipped preset (``default``, ``cpu``, ...).
+        overrides: flat settings, typically from CLI flags.
+
+    Raises:
+        ConfigError: a file that does not exist, an unknown key or an invalid value.
+    """
+    cfg = TrainConfig()
+    if path is not None:
+        _overlay(cfg, read_yaml(resolve_config_path(path)), "")
+    if overrides:
+        _overlay(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
+    validate(cfg)
+    return cfg
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = PRESET_DIR / f"{path}.yaml"
+    if preset.is_file():
+        return preset
+    presets = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file not found: {path} (shipped presets: {presets})")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    return data
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}: must be {allowed}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raises ConfigError naming the first invalid field."""
+    from fakedetect.backbones import BACKBONES
+
+    _check(cfg.backbone in BACKBONES, "backbone", cfg.backbone, "one of " + ", ".join(BACKBONES))
+    _check(isinstance(cfg.weights, str) and bool(cfg.weights), "weights", cfg.weights,
+           "'imagenet', 'none' or a path to a weights file")
+    _check(cfg.image_size is None or (isinstance(cfg.image_size, int) and 32 <= cfg.image_size <= 1024),
+           "image_size", cfg.image_size, "an integer from 32 to 1024, or null for the backbone's native size")
+    for name in ("batch_size",):
+        v = getattr(cfg, name)
+        _check(isinstance(v, int) and v >= 1, name, v, "a positive integer")
+    for name in ("epochs_frozen", "epochs_finetune", "early_stopping_patience", "reduce_lr_patience"):
+        v = getattr(cfg, name)
+        _check(isinstance(v, int) and v >= 0, name, v, "a non-negative integer")
+    for name in ("lr_frozen", "lr_finetune"):
+        v = getattr(cfg, name)
+        _check(isinstance(v, (int, float)) and v > 0, name, v, "a positive number")
+    _check(isinstance(cfg.unfreeze, (int, str)) and not isinstance(cfg.unfreeze, bool)
+           and (not isinstance(cfg.unfreeze, int) or cfg.unfreeze >= 0),
+           "unfreeze", cfg.unfreeze, "a number of top layers (>= 0) or a block name such as 'block6'")
+    _check(0 <= cfg.dropout < 1, "dropout", cfg.dropout, "in [0, 1)")
+    _check(0 < cfg.val_fraction < 1, "val_fraction", cfg.val_fraction, "in (0, 1)")
+    _check(cfg.max_per_class is None or (isinstance(cfg.max_per_class, int) and cfg.max_per_class >= 2),
+           "max_per_class", cfg.max_per_class, "an integer >= 2, or null for all images")
+    _check(0 < cfg.reduce_lr_factor < 1, "reduce_lr_factor", cfg.reduce_lr_factor, "in (0, 1)")
+    _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
+    a = cfg.augment
+    for name in ("rotation", "zoom", "contrast"):
+        v = getattr(a, name)
+        _check(isinstance(v, (int, float)) and 0 <= v < 1, f"augment.{name}", v, "in [0, 1)")
+    for name in ("jpeg_prob", "blur_prob"):
+        v = getattr(a, name)
+        _check(isinstance(v, (int, float)) and 0 <= v <= 1, f"augment.{name}", v, "a probability in [0, 1]")
+    q = a.jpeg_quality
+    _check(len(q) == 2 and 1 <= q[0] <= q[1] <= 100, "augment.jpeg_quality", list(q),
+           "[low, high] with 1 <= low <= high <= 100")
+    s = a.blur_sigma
+    _check(len(s) == 2 and 0 < s[0] <= s[1] <= 10, "augment.blur_sigma", list(s),
+           "[low, high] with 0 < low <= high <= 10")
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
