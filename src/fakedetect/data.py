@@ -1,0 +1,247 @@
+"""Finding labelled images on disk, checking them, and splitting them.
+
+Layouts accepted (class folder names are case-insensitive):
+    DATA/real, DATA/fake                       (also 0_real / 1_fake)
+    DATA/{train,val,test}/{real,fake}          (any other split folder name is kept as a split too)
+Labels are fixed, whatever the folder order: real = 0, fake = 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fakedetect import CLASS_NAMES
+
+CLASS_ALIASES = {"real": 0, "0_real": 0, "fake": 1, "1_fake": 1}
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+# Formats the tf.data pipeline decodes natively; anything else Pillow reads is decoded by Pillow there.
+TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP"}
+ACCEPTED_FORMATS = TF_FORMATS | {"BMP", "TIFF", "PPM"}
+MAX_PIXELS = 64_000_000  # a larger image is refused unread (decompression-bomb guard)
+
+
+class DataError(ValueError):
+    """The data folder cannot be used as given (missing, empty class, no images...)."""
+
+
+@dataclass
+class ImageInfo:
+    """What a check of one file found. ``error`` is None for a usable image."""
+
+    path: str
+    error: str | None = None
+    format: str | None = None
+    width: int = 0
+    height: int = 0
+    mode: str | None = None
+    nbytes: int = 0
+    sha1: str | None = None
+
+    @property
+    def tf_decodable(self) -> bool:
+        return self.format in TF_FORMATS and self.mode != "CMYK"
+
+
+@dataclass
+class Split:
+    """Checked images of one split: parallel lists of paths and labels, and the files that were skipped."""
+
+    name: str
+    paths: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    pillow_only: list[bool] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        arr = np.asarray(self.labels, dtype=int)
+        return {name: int((arr == i).sum()) for i, name in enumerate(CLASS_NAMES)}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _class_dirs(folder: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = CLASS_ALIASES.get(d.name.lower())
+        if label is not None:
+            if label in found:
+                raise DataError(f"two folders for class '{CLASS_NAMES[label]}' in {folder}: "
+                                f"{found[label].name} and {d.name}")
+            found[label] = d
+    return found
+
+
+def list_files(folder: Path) -> list[Path]:
+    """All non-hidden files under ``folder``, sorted; symlinked folders are not followed (no loops)."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+    return out
+
+
+def discover(root: str | Path) -> dict[str, dict[int, list[Path]]]:
+    """Finds the splits and class folders under ``root``.
+
+    Returns:
+        split name -> label -> sorted file paths. A root holding class folders directly gives one split, "all".
+
+    Raises:
+        DataError: the root is missing, has no class folders, or a class folder is missing or empty.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"not a folder: {root} (expected a folder holding real/ and fake/)")
+    layout: dict[str, dict[int, Path]] = {}
+    direct = _class_dirs(root)
+    if direct:
+        layout["all"] = direct
+    else:
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            classes = _class_dirs(d)
+            if classes:
+                layout[SPLIT_ALIASES.get(d.name.lower(), d.name)] = classes
+    if not layout:
+        subdirs = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())[:10]) or "none"
+        raise DataError(f"no class folders in {root}: expected real/ and fake/ (or 0_real/ and 1_fake/), "
+                        f"directly or under train/ val/ test/. Sub-folders found: {subdirs}")
+    out: dict[str, dict[int, list[Path]]] = {}
+    for split, classes in layout.items():
+        where = root if split == "all" else root / split
+        for label, name in enumerate(CLASS_NAMES):
+            if label not in classes:
+                raise DataError(f"missing class folder '{name}/' in {where}")
+        out[split] = {}
+        for label, d in classes.items():
+            files = list_files(d)
+            if not files:
+                raise DataError(f"class folder is empty: {d} (every class needs at least one image)")
+            out[split][label] = files
+    return out
+
+
+def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
+    """Opens and fully decodes one file with Pillow; never raises for a bad file."""
+    from PIL import Image
+
+    info = ImageInfo(str(path))
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        info.error = f"cannot read: {e.strerror or e}"
+        return info
+    info.nbytes = len(data)
+    if not data:
+        info.error = "empty file"
+        return info
+    if hash_bytes:
+        info.sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                info.format, info.mode = im.format, im.mode
+                info.width, info.height = im.size
+                if info.format not in ACCEPTED_FORMATS:
+                    info.error = f"unsupported image format {info.format}"
+                elif info.width * info.height > MAX_PIXELS:
+                    info.error = f"image too large ({info.width}x{info.height} pixels)"
+                else:
+                    im.load()
+    except Image.DecompressionBombError as e:
+        info.error = f"image too large: {e}"
+    except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable file
+        msg = str(e).split("\n")[0] or type(e).__name__
+        info.error = "not an image" if "cannot identify image file" in msg else f"corrupt image: {msg}"
+    return info
+
+
+def check_images(paths: Iterable[str | Path], hash_bytes: bool = False, workers: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[ImageInfo]:
+    """Checks many files in threads (Pillow's decoders release the GIL); keeps the input order."""
+    paths = list(paths)
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    out: list[ImageInfo] = []
+    with ThreadPoolExecutor(workers) as ex:
+        for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes), paths, chunksize=64)):
+            out.append(info)
+            if progress and (i + 1) % 1000 == 0:
+                progress(i + 1, len(paths))
+    if progress:
+        progress(len(paths), len(paths))
+    return out
+
+
+def subsample(files: dict[int, list[Path]], max_per_class: int | None, seed: int) -> dict[int, list[Path]]:
+    """At most ``max_per_class`` files per class, drawn with a fixed seed (a stratified subset)."""
+    if max_per_class is None:
+        return files
+    rng = np.random.default_rng(seed)
+    out = {}
+    for label, paths in files.items():
+        if len(paths) > max_per_class:
+            idx = np.sort(rng.choice(len(paths), max_per_class, replace=False))
+            paths = [paths[i] for i in idx]
+        out[label] = paths
+    return out
+
+
+def to_split(name: str, files: dict[int, list[Path]], progress=None) -> Split:
+    """Checks the files of one split and keeps the usable ones; an emptied class is an error."""
+    flat = [(p, label) for label in sorted(files) for p in files[label]]
+    infos = check_images([p for p, _ in flat], progress=progress)
+    split = Split(name)
+    for (_, label), info in zip(flat, infos, strict=True):
+        if info.error:
+            split.skipped.append((info.path, info.error))
+        else:
+            split.paths.append(info.path)
+            split.labels.append(label)
+            split.pillow_only.append(not info.tf_decodable)
+    for label, n in enumerate(split.counts().values()):
+        if n == 0:
+            raise DataError(f"no readable '{CLASS_NAMES[label]}' image in split '{name}' "
+                            f"({len(files.get(label, []))} files, all unreadable)")
+    return split
+
+
+def carve_validation(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified train/validation split of ``split`` with a fixed seed (at least one image per class)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(split.labels)
+    val_idx = []
+    for label in range(len(CLASS_NAMES)):
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < 2:
+            raise DataError(f"class '{CLASS_NAMES[label]}' has {len(idx)} readable image(s): "
+                            "need at least 2 to carve a validation split")
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        val_idx.extend(rng.permutation(idx)[:n_val].tolist())
+    val_set = set(val_idx)
+
+    def take(name, keep):
+        s = Split(name)
+        for i in range(len(split)):
+            if keep(i):
+                s.paths.append(split.paths[i])
+                s.labels.append(split.labels[i])
+                s.pillow_only.append(split.pillow_only[i])
+        return s
+
+    train = take("train", lambda i: i not in val_set)
+    val = take("val", lambda i: i in val_set)
+    train.skipped = list(split.skipped)
+    return train, val

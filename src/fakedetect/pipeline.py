@@ -1,0 +1,135 @@
+"""tf.data input pipelines: decode, (robustness-augment), resize, batch, (augment), prefetch.
+
+Images are decoded by content with TensorFlow's decoders; the rare file TensorFlow cannot decode (BMP, TIFF,
+CMYK JPEG), flagged by :func:`fakedetect.data.check_image`, goes through Pillow instead. Pixels stay 0..255
+floats: the model normalises them itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from fakedetect.config import AugmentConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _pillow_decode(path: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path.decode()) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path: tf.Tensor, pillow_only: tf.Tensor) -> tf.Tensor:
+    """Reads one file as a uint8 HxWx3 tensor (first frame of a GIF; alpha dropped; grey -> RGB)."""
+
+    def tf_decode():
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+        return img
+
+    def pil_decode():
+        img = tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    return tf.cond(pillow_only, pil_decode, tf_decode)
+
+
+def resize(img: tf.Tensor, size: int) -> tf.Tensor:
+    """Square resize to the model's input (float32, 0..255). The same function serves training and inference."""
+    img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
+    return tf.clip_by_value(img, 0.0, 255.0)
+
+
+def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, max_sigma: float) -> tf.Tensor:
+    """Blurs a float HxWx3 image with a Gaussian of std ``sigma`` (kernel sized for ``max_sigma``)."""
+    radius = max(1, int(math.ceil(3 * max_sigma)))
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    k = tf.exp(-0.5 * tf.square(x / sigma))
+    k = k / tf.reduce_sum(k)
+    kh = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, 3, 1])
+    kw = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, 3, 1])
+    x4 = tf.pad(img[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    x4 = tf.nn.depthwise_conv2d(x4, kh, [1, 1, 1, 1], "VALID")
+    x4 = tf.nn.depthwise_conv2d(x4, kw, [1, 1, 1, 1], "VALID")
+    return x4[0]
+
+
+def robustness_augment(img: tf.Tensor, aug: AugmentConfig) -> tf.Tensor:
+    """Random JPEG re-encoding and Gaussian blur, each with its probability; uint8 in, uint8 out.
+
+    Applied to both classes alike, at the image's own resolution, so that compression and blur stop being
+    cues for the label (CNNDetection's recipe).
+    """
+    if aug.jpeg_prob > 0:
+        q = tf.random.uniform([], aug.jpeg_quality[0], aug.jpeg_quality[1] + 1, dtype=tf.int32)
+        img = tf.cond(tf.random.uniform([]) < aug.jpeg_prob,
+                      lambda: tf.image.adjust_jpeg_quality(img, q), lambda: img)
+        img = tf.ensure_shape(img, [None, None, 3])
+    if aug.blur_prob > 0:
+        sigma = tf.random.uniform([], aug.blur_sigma[0], aug.blur_sigma[1])
+        max_sigma = aug.blur_sigma[1]
+        img = tf.cond(tf.random.uniform([]) < aug.blur_prob,
+                      lambda: tf.cast(tf.round(tf.clip_by_value(
+                          gaussian_blur(tf.cast(img, tf.float32), sigma, max_sigma), 0, 255)), tf.uint8),
+                      lambda: img)
+    return img
+
+
+def build_augmenter(aug: AugmentConfig, seed: int):
+    """Geometric and photometric batch augmentation (Keras preprocessing layers, run inside tf.data)."""
+    import keras
+
+    layers = []
+    if aug.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation > 0:
+        layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
+    if aug.zoom > 0:
+        layers.append(keras.layers.RandomZoom(aug.zoom, fill_mode="reflect", seed=seed + 2))
+    if aug.contrast > 0:
+        layers.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 3))
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, batch_size: int,
+                  training: bool = False, augment: AugmentConfig | None = None, seed: int = 42,
+                  pillow_only: list[bool] | None = None) -> tf.data.Dataset:
+    """Builds a batched dataset of (images, labels), or of images alone when ``labels`` is None.
+
+    Args:
+        paths: image files, already checked (see :func:`fakedetect.data.to_split`).
+        labels: 0 (real) / 1 (fake) per path, or None for inference.
+        image_size: square input size of the model.
+        batch_size: images per batch.
+        training: shuffle each epoch and augment (if ``augment`` is given); otherwise keep order.
+        augment: augmentation settings, used only when ``training``.
+        seed: seed of shuffling and augmentation.
+        pillow_only: per path, True when TensorFlow cannot decode it (decoded by Pillow instead).
+    """
+    flags = pillow_only if pillow_only is not None else [False] * len(paths)
+    cols = (tf.constant(paths, tf.string), tf.constant(flags, tf.bool))
+    if labels is not None:
+        cols = cols + (tf.constant(labels, tf.float32),)
+    ds = tf.data.Dataset.from_tensor_slices(cols)
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    use_aug = training and augment is not None
+
+    def load(path, flag, *label):
+        img = decode_image(path, flag)
+        if use_aug:
+            img = robustness_augment(img, augment)
+        img = resize(img, image_size)
+        return (img, *label) if label else img
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=not training)
+    ds = ds.batch(batch_size)
+    if use_aug:
+        augmenter = build_augmenter(augment, seed)
+        if augmenter is not None:
+            ds = ds.map(lambda x, *y: (augmenter(x, training=True), *y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

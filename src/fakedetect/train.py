@@ -1,0 +1,248 @@
+"""Two-phase transfer learning: frozen backbone, then its top layers fine-tuned at a lower rate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fakedetect import CLASS_NAMES, __version__
+from fakedetect.atomic import atomic_path, write_json, write_text
+from fakedetect.config import TrainConfig, dump_config
+from fakedetect.data import DataError, Split, carve_validation, discover, subsample, to_split
+
+Log = Callable[[str], None]
+
+
+class RunExistsError(FileExistsError):
+    """The run folder already holds a run and overwriting was not asked for."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: pd.DataFrame
+    val_metrics: dict
+    seconds: float
+
+
+def prepare_data(data_root: str | Path, cfg: TrainConfig, log: Log = print) -> tuple[Split, Split, dict]:
+    """Finds, subsamples, checks and splits the data. Returns (train, val, summary)."""
+    layout = discover(data_root)
+    if "train" in layout:
+        train_name = "train"
+    elif "all" in layout:
+        train_name = "all"
+    elif len(layout) == 1:
+        train_name = next(iter(layout))
+    else:
+        raise DataError(f"{data_root} has splits {', '.join(layout)} but no 'train' split to train on")
+
+    def progress(name):
+        return lambda i, n: log(f"  checked {i}/{n} {name} files")
+
+    files = subsample(layout[train_name], cfg.max_per_class, cfg.seed)
+    pool = to_split(train_name, files, progress=progress(train_name))
+    if "val" in layout:
+        val = to_split("val", subsample(layout["val"], cfg.max_per_class, cfg.seed + 1), progress("val"))
+        train = pool
+        train.name = "train"
+        val_source = "val folder"
+    else:
+        train, val = carve_validation(pool, cfg.val_fraction, cfg.seed)
+        val_source = f"{cfg.val_fraction:.0%} of {train_name}, stratified, seed {cfg.seed}"
+    summary = {
+        "data_root": str(Path(data_root).resolve()),
+        "train": train.counts(),
+        "val": val.counts(),
+        "val_source": val_source,
+        "skipped": len(train.skipped) + len(val.skipped),
+        "unused_splits": sorted(s for s in layout if s not in (train_name, "val")),
+    }
+    return train, val, summary
+
+
+def class_weights(split: Split, mode: str) -> dict[int, float] | None:
+    """Balanced class weights when the classes differ in size by more than 10% (mode "auto")."""
+    counts = np.bincount(np.asarray(split.labels), minlength=2)
+    if mode == "none" or counts.min() >= 0.9 * counts.max():
+        return None
+    total = counts.sum()
+    return {i: float(total / (2 * c)) for i, c in enumerate(counts)}
+
+
+def new_run_dir(out: str | Path | None, cfg: TrainConfig, overwrite: bool = False) -> Path:
+    """Creates the run folder; refuses one that already holds files unless ``overwrite``."""
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{stamp}-{cfg.backbone}"
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunExistsError(f"run folder {out} already exists and is not empty; "
+                             "choose another --out, or pass --overwrite to replace its files")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint):
+    import keras
+
+    return [
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=cfg.reduce_lr_factor,
+                                          patience=cfg.reduce_lr_patience, min_lr=1e-7, verbose=1),
+        keras.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience,
+                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=0, write_graph=False),
+        checkpoint,
+        recorder,
+    ]
+
+
+def _make_callbacks_classes():
+    import keras
+
+    class BestCheckpoint(keras.callbacks.Callback):
+        """Saves the model whenever validation loss improves, across both phases, atomically."""
+
+        def __init__(self, path: Path):
+            super().__init__()
+            self.path, self.best = path, np.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("val_loss")
+            if loss is not None and np.isfinite(loss) and loss < self.best:
+                self.best = float(loss)
+                with atomic_path(self.path, suffix=".keras") as tmp:
+                    self.model.save(tmp)
+
+    class HistoryRecorder(keras.callbacks.Callback):
+        """Appends one row per epoch (phase, metrics, learning rate, seconds) and rewrites history.csv."""
+
+        def __init__(self, path: Path, log: Log):
+            super().__init__()
+            self.path, self.log, self.rows, self.phase = path, log, [], "frozen"
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            # Keras logs "learning_rate": the rate this epoch ran at (before any reduction at its end).
+            row = {"epoch": epoch + 1, "phase": self.phase, **{k: float(v) for k, v in (logs or {}).items()},
+                   "seconds": round(time.perf_counter() - self.t0, 2)}
+            lr = row.get("learning_rate", float("nan"))
+            self.rows.append(row)
+            with atomic_path(self.path, suffix=".csv") as tmp:
+                pd.DataFrame(self.rows).to_csv(tmp, index=False)
+            self.log(f"[{self.phase}] epoch {row['epoch']}: loss {row.get('loss', float('nan')):.4f} "
+                     f"val_loss {row.get('val_loss', float('nan')):.4f} "
+                     f"val_accuracy {row.get('val_accuracy', float('nan')):.4f} "
+                     f"val_auc {row.get('val_auc', float('nan')):.4f} lr {lr:.1e} ({row['seconds']:.1f}s)")
+
+    return BestCheckpoint, HistoryRecorder
+
+
+def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
+          log: Log = print, verbose: int = 0) -> TrainResult:
+    """Trains a model on ``data_root`` and writes a complete run folder.
+
+    Args:
+        data_root: folder with real/ and fake/ (or train/val/test splits of them).
+        cfg: the resolved configuration.
+        out: run folder; a new timestamped folder under ``runs/`` when None.
+        overwrite: allow a non-empty ``out``.
+        log: where progress lines go.
+        verbose: Keras' own fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Raises:
+        DataError: unusable data. RunExistsError: ``out`` holds a run. WeightsUnavailable: no ImageNet weights.
+    """
+    t_start = time.perf_counter()
+    train_split, val_split, summary = prepare_data(data_root, cfg, log)
+    # Everything that can fail on bad input has run: only now create the run folder.
+    run_dir = new_run_dir(out, cfg, overwrite)
+    log(f"run folder: {run_dir}")
+    log(f"train: {train_split.counts()}  val: {val_split.counts()}  ({summary['val_source']})")
+    if summary["skipped"]:
+        log(f"skipped {summary['skipped']} unreadable file(s): listed in {run_dir / 'skipped.txt'}")
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    write_text(run_dir / "skipped.txt",
+               "".join(f"{p}\t{why}\n" for p, why in train_split.skipped + val_split.skipped))
+
+    import keras
+
+    from fakedetect.model import build_model, compile_model, load_model, unfreeze
+    from fakedetect.pipeline import build_dataset
+    from fakedetect.plots import plot_training_curves
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout)
+    size = int(model.input_shape[1])
+    train_ds = build_dataset(train_split.paths, train_split.labels, size, cfg.batch_size, training=True,
+                             augment=cfg.augment, seed=cfg.seed, pillow_only=train_split.pillow_only)
+    val_ds = build_dataset(val_split.paths, val_split.labels, size, cfg.batch_size,
+                           pillow_only=val_split.pillow_only)
+    weights = class_weights(train_split, cfg.class_weights)
+    if weights:
+        log(f"class weights (imbalanced classes): {weights}")
+
+    BestCheckpoint, HistoryRecorder = _make_callbacks_classes()
+    checkpoint = BestCheckpoint(run_dir / "model.keras")
+    recorder = HistoryRecorder(run_dir / "history.csv", log)
+    done = 0
+    if cfg.epochs_frozen > 0:
+        log(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {cfg.lr_frozen:g}")
+        compile_model(model, cfg.lr_frozen)
+        h = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs_frozen, class_weight=weights,
+                      callbacks=_callbacks(run_dir, cfg, recorder, checkpoint), verbose=verbose)
+        done = len(h.epoch)
+    if cfg.epochs_finetune > 0:
+        names = unfreeze(model, cfg.unfreeze)
+        log(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights (BatchNorm frozen), "
+            f"{cfg.epochs_finetune} epoch(s), lr {cfg.lr_finetune:g}")
+        compile_model(model, cfg.lr_finetune)
+        recorder.phase = "finetune"
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + cfg.epochs_finetune,
+                  class_weight=weights, callbacks=_callbacks(run_dir, cfg, recorder, checkpoint), verbose=verbose)
+    if not (run_dir / "model.keras").exists():
+        # No finite validation loss was ever seen: keep the last model rather than nothing.
+        with atomic_path(run_dir / "model.keras", suffix=".keras") as tmp:
+            model.save(tmp)
+
+    best = load_model(run_dir / "model.keras")
+    compile_model(best, cfg.lr_finetune)
+    val_metrics = {k: float(v) for k, v in best.evaluate(val_ds, verbose=0, return_dict=True).items()}
+    history = pd.DataFrame(recorder.rows)
+    if len(history):
+        plot_training_curves(history, run_dir / "training_curves.png")
+    seconds = time.perf_counter() - t_start
+    card = {
+        "fakedetect_version": __version__,
+        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "backbone": cfg.backbone,
+        "weights": cfg.weights,
+        "image_size": size,
+        "class_names": list(CLASS_NAMES),
+        "positive_class": "fake",
+        "output": "probability of fake",
+        "threshold": 0.5,
+        "data": summary,
+        "val_metrics": val_metrics,
+        "epochs_run": {"frozen": int((history["phase"] == "frozen").sum()) if len(history) else 0,
+                       "finetune": int((history["phase"] == "finetune").sum()) if len(history) else 0},
+        "train_seconds": round(seconds, 1),
+    }
+    write_json(run_dir / "model.json", card)
+    log(f"best validation: loss {val_metrics.get('loss', float('nan')):.4f} "
+        f"accuracy {val_metrics.get('accuracy', float('nan')):.4f} auc {val_metrics.get('auc', float('nan')):.4f}")
+    log(f"done in {seconds:.0f}s: {run_dir}")
+    return TrainResult(run_dir, history, val_metrics, seconds)
+
+
+def read_card(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "model.json").read_text())
