@@ -91,6 +91,61 @@ def list_files(folder: Path) -> list[Path]:
     return out
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+def resolve_data(path: str | Path, cache: Path | None = None, log=None) -> Path:
+    """Returns a folder for ``path``: the folder itself, or an archive's contents extracted (once) to a cache.
+
+    Extraction goes to a temporary folder renamed into place when complete, so an interrupted extraction is
+    never mistaken for a finished one; members that would land outside the folder are refused.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data not found: {path}")
+    if path.is_dir():
+        return path
+    if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise DataError(f"{path} is a file, not a folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})")
+    from fakedetect.backbones import cache_dir
+
+    st = path.stat()
+    stem = path.name
+    for suf in ARCHIVE_SUFFIXES:
+        if stem.lower().endswith(suf):
+            stem = stem[: -len(suf)]
+    dest = (cache or cache_dir() / "datasets") / f"{stem}-{st.st_size:x}-{int(st.st_mtime):x}"
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if log:
+        log(f"extracting {path} to {dest} (once)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for name in z.namelist():
+                    if Path(name).is_absolute() or ".." in Path(name).parts:
+                        raise DataError(f"{path}: refusing archive member outside the folder: {name}")
+                z.extractall(tmp)
+        else:
+            try:
+                with tarfile.open(path) as t:
+                    t.extractall(tmp, filter="data")
+            except tarfile.TarError as e:
+                raise DataError(f"{path} is not a readable archive: {e}") from e
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 def discover(root: str | Path) -> dict[str, dict[int, list[Path]]]:
     """Finds the splits and class folders under ``root``.
 
@@ -100,9 +155,7 @@ def discover(root: str | Path) -> dict[str, dict[int, list[Path]]]:
     Raises:
         DataError: the root is missing, has no class folders, or a class folder is missing or empty.
     """
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"data folder not found: {root}")
+    root = resolve_data(root)
     if not root.is_dir():
         raise DataError(f"not a folder: {root} (expected a folder holding real/ and fake/)")
     layout: dict[str, dict[int, Path]] = {}
@@ -178,10 +231,8 @@ def check_images(paths: Iterable[str | Path], hash_bytes: bool = False, workers:
     with ThreadPoolExecutor(workers) as ex:
         for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes), paths, chunksize=64)):
             out.append(info)
-            if progress and (i + 1) % 1000 == 0:
+            if progress and ((i + 1) % 1000 == 0 or i + 1 == len(paths)):
                 progress(i + 1, len(paths))
-    if progress:
-        progress(len(paths), len(paths))
     return out
 
 

