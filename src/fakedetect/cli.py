@@ -64,12 +64,15 @@ def backbones():
 def inspect(data, json_out, plot):
     """Counts, formats, sizes, unreadable files and duplicates of DATA (real/ and fake/ folders)."""
     from fakedetect.atomic import write_json
-    from fakedetect.inspection import inspect_data
     from fakedetect.data import resolve_data
+    from fakedetect.inspection import inspect_data
     from fakedetect.plots import plot_class_distribution
 
-    report = inspect_data(resolve_data(data, log=_echo), progress=lambda i, n: _echo(f"  checked {i}/{n} files") if i % 20000 == 0
-                          or i == n else None)
+    def progress(i, n):
+        if i % 20000 == 0 or i == n:
+            _echo(f"  checked {i}/{n} files")
+
+    report = inspect_data(resolve_data(data, log=_echo), progress=progress)
     _echo(f"\n{report.root}\n")
     _echo(report.table.to_string(index=False))
     _echo("\nformats: " + "; ".join(f"{c}: {dict(f)}" for c, f in report.formats.items()))
@@ -120,15 +123,53 @@ def _unfreeze_value(ctx, param, value):
 def train(data, config_path, out, overwrite, verbose, **flags):
     """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder."""
     from fakedetect.config import load_config
-    from fakedetect.train import train as run_training
-
     from fakedetect.data import resolve_data
+    from fakedetect.train import train as run_training
 
     cfg = load_config(config_path, flags)
     data = resolve_data(data, log=_echo)
     _echo(f"backbone {cfg.backbone} ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}")
     run_training(data, cfg, out, overwrite=overwrite, log=_echo, verbose=min(verbose, 1))
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Folder or archive of real/ and fake/ images (default: $FAKEDETECT_DATA, else CIFAKE's "
+                   "archive in ../shared/data, else a generated synthetic set).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default: runs/demo-<time>).")
+@click.option("--max-per-class", type=int, default=1000, show_default=True,
+              help="Images per class to train on (the demo is meant to take minutes).")
+@_friendly_errors
+def demo(data, out, max_per_class):
+    """The main job end to end: data, inspection, training with the CPU recipe."""
+    import datetime as dt
+
+    from fakedetect.config import load_config
+    from fakedetect.data import resolve_data
+    from fakedetect.demo import find_demo_data
+    from fakedetect.inspection import inspect_data
+    from fakedetect.train import train as run_training
+
+    found = find_demo_data(data, log=_echo)
+    label = "SYNTHETIC (generated, not real images)" if found.synthetic else str(found.path)
+    _echo(f"== data: {label}")
+    root = resolve_data(found.path, log=_echo)
+    report = inspect_data(root)
+    _echo(report.table.to_string(index=False))
+    for w in report.warnings:
+        _echo(click.style(f"warning: {w}", fg="yellow"))
+    out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}{'-synthetic' if found.synthetic else ''}"
+    cfg = load_config("cpu", {"max_per_class": max_per_class})
+    _echo(f"== training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
+    result = run_training(root, cfg, out, log=_echo)
+    _echo("\n== done")
+    _echo(f"run folder:       {result.run_dir}")
+    _echo(f"model:            {result.run_dir / 'model.keras'}")
+    _echo(f"training curves:  {result.run_dir / 'training_curves.png'}")
+    _echo(f"validation:       accuracy {result.val_metrics.get('accuracy', float('nan')):.4f}, "
+          f"AUC {result.val_metrics.get('auc', float('nan')):.4f}"
+          + ("  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""))
 
 
 if __name__ == "__main__":

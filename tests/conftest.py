@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny generated dataset, bad files, the path of the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """Converted weights go to one cache per test session unless the developer set one."""
+    if "FAKEDETECT_CACHE" not in os.environ:
+        os.environ["FAKEDETECT_CACHE"] = str(tmp_path_factory.mktemp("fdcache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from fakedetect.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("tiny") / "data", n_per_class=12, size=48)
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Writes one file of each kind of bad input into ``folder``; returns name -> expected reason fragment."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is text, not an image")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    # A PNG whose header claims 100000 x 100000 pixels: must be refused without decoding it.
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+           + chunk(b"IEND", b""))
+    (folder / "bomb.png").write_bytes(png)
+    return {"empty.jpg": "empty", "notes.jpg": "not an image", "truncated.jpg": "corrupt",
+            "bomb.png": "too large"}
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "cifake-train.tar.gz").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (the project's ../shared/data)")
+    return SHARED_DATA

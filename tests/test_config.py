@@ -1,0 +1,47 @@
+import pytest
+
+from fakedetect.config import ConfigError, dump_config, load_config
+
+
+def test_defaults_are_the_seed_recipe():
+    cfg = load_config()
+    assert (cfg.backbone, cfg.weights, cfg.unfreeze) == ("efficientnet-b4", "imagenet", 20)
+    assert cfg.lr_finetune < cfg.lr_frozen
+
+
+def test_layering_file_then_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("backbone: efficientnet-lite0\nbatch_size: 8\naugment:\n  jpeg_prob: 0.5\n")
+    cfg = load_config(f, {"batch_size": 4, "epochs_frozen": None})
+    assert cfg.backbone == "efficientnet-lite0"  # from the file
+    assert cfg.batch_size == 4  # flag beats file
+    assert cfg.epochs_frozen == 5  # None flag leaves the default
+    assert cfg.augment.jpeg_prob == 0.5 and cfg.augment.flip is True
+
+
+def test_presets_load_and_round_trip(tmp_path):
+    for name in ("default", "cpu"):
+        cfg = load_config(name)
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(dump_config(cfg))
+        assert load_config(f) == cfg
+    assert load_config("default").image_size == 380
+    assert load_config("cpu").backbone.startswith("efficientnet-lite")
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"backbone": "resnet"}, "backbone"),
+    ({"val_fraction": 1.5}, "val_fraction"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"unfreeze": -1}, "unfreeze"),
+    ({"colour": "red"}, "colour"),
+    ({"augment": {"jpeg_quality": [90, 10]}}, "augment.jpeg_quality"),
+])
+def test_invalid_values_name_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config(None, overrides)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found.*presets"):
+        load_config("no/such.yaml")
