@@ -25,7 +25,7 @@ def _friendly_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError, WeightsUnavailable, FileExistsError, FileNotFoundError) as e:
+        except (DataError, ConfigError, WeightsUnavailable, FileExistsError, FileNotFoundError, ValueError) as e:
             raise click.ClickException(str(e)) from e
 
     return wrapper
@@ -134,6 +134,29 @@ def train(data, config_path, out, overwrite, verbose, **flags):
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Test folder (or archive): real/ and fake/, or a folder with a test/ split.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: RUN_DIR/eval-<data>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@_friendly_errors
+def evaluate(run_dir, data, out, overwrite, batch_size):
+    """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html."""
+    from fakedetect.data import resolve_data
+    from fakedetect.evaluate import evaluate as run_eval
+    from fakedetect.evaluate import summary_table
+
+    res = run_eval(run_dir, resolve_data(data, log=_echo), out, overwrite, batch_size, log=_echo)
+    _echo("")
+    _echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    cm = res.metrics["confusion_matrix"]
+    _echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
+    _echo(f"report: {res.out_dir / 'report.html'}")
+    _echo(f"metrics: {res.out_dir / 'metrics.json'}")
+
+
+@main.command()
 @click.option("--data", type=click.Path(path_type=Path),
               help="Folder or archive of real/ and fake/ images (default: $FAKEDETECT_DATA, else CIFAKE's "
                    "archive in ../shared/data, else a generated synthetic set).")
@@ -168,7 +191,7 @@ def demo(data, out, max_per_class):
     _echo(f"model:            {result.run_dir / 'model.keras'}")
     _echo(f"training curves:  {result.run_dir / 'training_curves.png'}")
     _echo(f"validation:       accuracy {result.val_metrics.get('accuracy', float('nan')):.4f}, "
-          f"AUC {result.val_metrics.get('auc', float('nan')):.4f}"
+          f"AUC {result.val_metrics.get('roc_auc') or float('nan'):.4f}"
           + ("  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""))
 
 

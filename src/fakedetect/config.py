@@ -54,6 +54,7 @@ class TrainConfig:
     early_stopping_patience: int = 3
     reduce_lr_patience: int = 1
     reduce_lr_factor: float = 0.2
+    target_fpr: float | None = None  # None: threshold maximising balanced accuracy on validation data
     class_weights: str = "auto"  # "auto": balanced weights when classes differ by more than 10%; or "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -152,6 +153,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.max_per_class is None or (isinstance(cfg.max_per_class, int) and cfg.max_per_class >= 2),
            "max_per_class", cfg.max_per_class, "an integer >= 2, or null for all images")
     _check(0 < cfg.reduce_lr_factor < 1, "reduce_lr_factor", cfg.reduce_lr_factor, "in (0, 1)")
+    _check(cfg.target_fpr is None or (isinstance(cfg.target_fpr, (int, float)) and 0 <= cfg.target_fpr < 1),
+           "target_fpr", cfg.target_fpr, "null, or a false-positive rate in [0, 1)")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
     a = cfg.augment
     for name in ("rotation", "zoom", "contrast"):

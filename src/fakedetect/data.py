@@ -146,8 +146,11 @@ def resolve_data(path: str | Path, cache: Path | None = None, log=None) -> Path:
     return dest
 
 
-def discover(root: str | Path) -> dict[str, dict[int, list[Path]]]:
+def discover(root: str | Path, require_both: bool = True) -> dict[str, dict[int, list[Path]]]:
     """Finds the splits and class folders under ``root``.
+
+    Args:
+        require_both: a missing or empty class folder is an error (training); False allows one (evaluation).
 
     Returns:
         split name -> label -> sorted file paths. A root holding class folders directly gives one split, "all".
@@ -175,14 +178,16 @@ def discover(root: str | Path) -> dict[str, dict[int, list[Path]]]:
     for split, classes in layout.items():
         where = root if split == "all" else root / split
         for label, name in enumerate(CLASS_NAMES):
-            if label not in classes:
+            if label not in classes and require_both:
                 raise DataError(f"missing class folder '{name}/' in {where}")
         out[split] = {}
         for label, d in classes.items():
             files = list_files(d)
-            if not files:
+            if not files and require_both:
                 raise DataError(f"class folder is empty: {d} (every class needs at least one image)")
             out[split][label] = files
+        if not any(out[split].values()):
+            raise DataError(f"no files in the class folders of {where}")
     return out
 
 
@@ -250,8 +255,8 @@ def subsample(files: dict[int, list[Path]], max_per_class: int | None, seed: int
     return out
 
 
-def to_split(name: str, files: dict[int, list[Path]], progress=None) -> Split:
-    """Checks the files of one split and keeps the usable ones; an emptied class is an error."""
+def to_split(name: str, files: dict[int, list[Path]], progress=None, require_both: bool = True) -> Split:
+    """Checks the files of one split and keeps the usable ones; an emptied class is an error if ``require_both``."""
     flat = [(p, label) for label in sorted(files) for p in files[label]]
     infos = check_images([p for p, _ in flat], progress=progress)
     split = Split(name)
@@ -263,7 +268,7 @@ def to_split(name: str, files: dict[int, list[Path]], progress=None) -> Split:
             split.labels.append(label)
             split.pillow_only.append(not info.tf_decodable)
     for label, n in enumerate(split.counts().values()):
-        if n == 0:
+        if n == 0 and (require_both or not split.paths):
             raise DataError(f"no readable '{CLASS_NAMES[label]}' image in split '{name}' "
                             f"({len(files.get(label, []))} files, all unreadable)")
     return split

@@ -97,7 +97,7 @@ def build_augmenter(aug: AugmentConfig, seed: int):
 
 def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, batch_size: int,
                   training: bool = False, augment: AugmentConfig | None = None, seed: int = 42,
-                  pillow_only: list[bool] | None = None) -> tf.data.Dataset:
+                  pillow_only: list[bool] | None = None, perturb=None) -> tf.data.Dataset:
     """Builds a batched dataset of (images, labels), or of images alone when ``labels`` is None.
 
     Args:
@@ -109,6 +109,7 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
         augment: augmentation settings, used only when ``training``.
         seed: seed of shuffling and augmentation.
         pillow_only: per path, True when TensorFlow cannot decode it (decoded by Pillow instead).
+        perturb: optional function applied to every decoded uint8 image before resizing (robustness tests).
     """
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
     cols = (tf.constant(paths, tf.string), tf.constant(flags, tf.bool))
@@ -123,6 +124,8 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
         img = decode_image(path, flag)
         if use_aug:
             img = robustness_augment(img, augment)
+        if perturb is not None:
+            img = perturb(img)
         img = resize(img, image_size)
         return (img, *label) if label else img
 

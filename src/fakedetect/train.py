@@ -215,8 +215,9 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
             model.save(tmp)
 
     best = load_model(run_dir / "model.keras")
-    compile_model(best, cfg.lr_finetune)
-    val_metrics = {k: float(v) for k, v in best.evaluate(val_ds, verbose=0, return_dict=True).items()}
+    calibration, threshold, val_metrics = calibrate_on_validation(best, val_split, size, cfg)
+    log(f"calibration on validation: temperature {calibration['temperature']:.3f}, ECE "
+        f"{calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f}; threshold {threshold:.4f}")
     history = pd.DataFrame(recorder.rows)
     if len(history):
         plot_training_curves(history, run_dir / "training_curves.png")
@@ -230,7 +231,10 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         "class_names": list(CLASS_NAMES),
         "positive_class": "fake",
         "output": "probability of fake",
-        "threshold": 0.5,
+        "threshold": threshold,
+        "threshold_rule": ("balanced accuracy" if cfg.target_fpr is None else f"false-positive rate <= "
+                           f"{cfg.target_fpr}") + " on validation, on calibrated probabilities",
+        "calibration": calibration,
         "data": summary,
         "val_metrics": val_metrics,
         "epochs_run": {"frozen": int((history["phase"] == "frozen").sum()) if len(history) else 0,
@@ -238,10 +242,31 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         "train_seconds": round(seconds, 1),
     }
     write_json(run_dir / "model.json", card)
-    log(f"best validation: loss {val_metrics.get('loss', float('nan')):.4f} "
-        f"accuracy {val_metrics.get('accuracy', float('nan')):.4f} auc {val_metrics.get('auc', float('nan')):.4f}")
+    log(f"best validation: loss {val_metrics['loss']:.4f} accuracy {val_metrics['accuracy']:.4f} "
+        f"balanced accuracy {val_metrics['balanced_accuracy']:.4f} AUC {val_metrics['roc_auc']:.4f}")
     log(f"done in {seconds:.0f}s: {run_dir}")
     return TrainResult(run_dir, history, val_metrics, seconds)
+
+
+def calibrate_on_validation(model, val: Split, image_size: int, cfg: TrainConfig) -> tuple[dict, float, dict]:
+    """Fits temperature scaling and picks the decision threshold on validation data.
+
+    Returns:
+        (calibration facts, threshold on calibrated P(fake), validation metrics at that threshold).
+    """
+    from fakedetect.inference import predict_raw
+    from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
+
+    y = np.asarray(val.labels)
+    raw = predict_raw(model, val.paths, image_size, cfg.batch_size, val.pillow_only)
+    temperature = fit_temperature(y, raw)
+    cal = apply_temperature(raw, temperature)
+    threshold = choose_threshold(y, cal, cfg.target_fpr)
+    calibration = {"method": "temperature scaling on validation", "temperature": temperature,
+                   "val_ece_before": ece(y, raw), "val_ece_after": ece(y, cal)}
+    metrics = binary_metrics(y, cal, threshold)
+    metrics["at_0.5"] = binary_metrics(y, cal, 0.5)
+    return calibration, threshold, metrics
 
 
 def read_card(run_dir: str | Path) -> dict:

@@ -1,0 +1,146 @@
+"""`fakedetect evaluate`: score a trained model on a separate test folder and write every figure and table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fakedetect import CLASS_NAMES
+from fakedetect.atomic import atomic_path, write_json, write_text
+from fakedetect.data import DataError, Split, discover, to_split
+from fakedetect.inference import Run, load_run, predict_raw
+from fakedetect.metrics import binary_metrics, ece, reliability_bins
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Scored:
+    split: Split
+    raw: np.ndarray  # uncalibrated P(fake)
+    prob: np.ndarray  # calibrated P(fake)
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.asarray(self.split.labels, dtype=int)
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    metrics: dict
+
+
+def load_test_split(data: str | Path, log: Log = print) -> Split:
+    """The split to evaluate: ``test`` if the folder has one, else the folder's only split."""
+    layout = discover(data, require_both=False)
+    if "test" in layout:
+        name = "test"
+    elif len(layout) == 1:
+        name = next(iter(layout))
+    else:
+        raise DataError(f"{data} has splits {', '.join(layout)} and no test/: point --data at one of them")
+    if name != "test" and len(layout) > 1:
+        log(f"evaluating split '{name}'")
+
+    def progress(i, n):
+        if i == n or i % 5000 == 0:
+            log(f"  checked {i}/{n} files")
+
+    return to_split(name, layout[name], progress=progress, require_both=False)
+
+
+def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log | None = None) -> Scored:
+    def progress(i, n):
+        if log and (i == n or i % (batch_size * 20) == 0):
+            log(f"  scored {i}/{n} images")
+
+    raw = predict_raw(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb, progress)
+    return Scored(split, raw, run.calibrate(raw))
+
+
+def full_metrics(run: Run, s: Scored) -> dict:
+    y = s.y
+    m = binary_metrics(y, s.prob, run.threshold)
+    m["at_0.5"] = binary_metrics(y, s.prob, 0.5)
+    m["ece_uncalibrated"] = ece(y, s.raw) if len(y) else None
+    m["temperature"] = run.temperature
+    m["skipped"] = len(s.split.skipped)
+    return m
+
+
+def new_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwrite: bool, kind: str = "eval"):
+    if out is None:
+        out = run_dir / f"{kind}-{Path(data).name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {out} already exists and is not empty; choose another --out, "
+                              "or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
+             batch_size: int = 64, log: Log = print) -> EvalResult:
+    """Evaluates a run on a test folder; writes metrics, predictions, report, plots and report.html.
+
+    ``metrics.json`` is written last: when it exists, everything else is complete.
+    """
+    from sklearn.metrics import classification_report
+
+    from fakedetect import plots
+    from fakedetect.report import write_report
+
+    run = load_run(run_dir)
+    split = load_test_split(data, log)
+    out_dir = new_out_dir(Path(run_dir), data, out, overwrite)
+    log(f"evaluating {run.path} on {len(split)} images {split.counts()}; skipped {len(split.skipped)} unreadable")
+    s = score(run, split, batch_size, log=log)
+    m = full_metrics(run, s)
+    m["model"] = {k: run.card.get(k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
+    m["model"]["run_dir"] = str(run.path.resolve())
+    m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}
+    m["evaluated"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+    pred = (s.prob >= run.threshold).astype(int)
+    df = pd.DataFrame({"path": split.paths, "label": s.y, "prob_fake": s.prob, "prob_real": 1 - s.prob,
+                       "predicted": pred})
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_text(out_dir / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in split.skipped))
+    labels = [0, 1]
+    report_txt = classification_report(s.y, pred, labels=labels, target_names=list(CLASS_NAMES), digits=4,
+                                       zero_division=0)
+    report_dict = classification_report(s.y, pred, labels=labels, target_names=list(CLASS_NAMES),
+                                        output_dict=True, zero_division=0)
+    write_text(out_dir / "classification_report.txt", report_txt)
+    write_json(out_dir / "classification_report.json", report_dict)
+
+    figs = {
+        "confusion_matrix": plots.plot_confusion(m["confusion_matrix"], out_dir / "confusion_matrix.png"),
+        "roc_curve": plots.plot_roc(s.y, s.prob, m["roc_auc"], out_dir / "roc_curve.png"),
+        "pr_curve": plots.plot_pr(s.y, s.prob, m["average_precision"], out_dir / "pr_curve.png"),
+        "reliability": plots.plot_reliability(reliability_bins(s.y, s.prob), reliability_bins(s.y, s.raw),
+                                              m["ece"], m["ece_uncalibrated"], out_dir / "reliability.png"),
+        "score_histogram": plots.plot_score_histogram(s.y, s.prob, run.threshold, out_dir / "score_histogram.png"),
+    }
+    hist_path = run.path / "history.csv"
+    if hist_path.is_file():
+        figs["training_curves"] = plots.plot_training_curves(pd.read_csv(hist_path), out_dir / "training_curves.png")
+    write_report(out_dir / "report.html", run, m, figs, df, report_txt)
+    write_json(out_dir / "metrics.json", m)
+    return EvalResult(out_dir, m)
+
+
+def summary_table(m: dict) -> pd.DataFrame:
+    """A short table of the main metrics, at the run's threshold and at 0.5."""
+    keys = ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "specificity", "roc_auc",
+            "average_precision", "eer", "ece", "loss"]
+    at = m.get("at_0.5", {})
+    rows = [{"metric": k, f"threshold {m['threshold']:.3f}": m.get(k), "threshold 0.5": at.get(k)} for k in keys]
+    return pd.DataFrame(rows)

@@ -1,0 +1,82 @@
+"""Loading a run and scoring images with it: the one path shared by evaluate, predict and the web app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fakedetect.metrics import apply_temperature
+
+
+class RunError(FileNotFoundError):
+    """A run folder that does not hold a usable model."""
+
+
+@dataclass
+class Run:
+    path: Path
+    model: object  # keras.Model
+    card: dict
+
+    @property
+    def image_size(self) -> int:
+        return int(self.card["image_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("threshold", 0.5))
+
+    @property
+    def temperature(self) -> float:
+        return float(self.card.get("calibration", {}).get("temperature", 1.0))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The model's P(fake) after the run's temperature scaling (what every output reports)."""
+        return apply_temperature(raw, self.temperature)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Loads ``model.keras`` (Keras safe mode) and ``model.json`` from a run folder.
+
+    Raises:
+        RunError: the folder, the model or its card is missing.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder not found: {run_dir}")
+    model_path, card_path = run_dir / "model.keras", run_dir / "model.json"
+    if not model_path.is_file() or not card_path.is_file():
+        missing = [p.name for p in (model_path, card_path) if not p.is_file()]
+        raise RunError(f"{run_dir} holds no trained model (missing {', '.join(missing)}): "
+                       "train one with `fakedetect train --data DATA --out RUN_DIR`")
+    from fakedetect.model import load_model
+
+    return Run(run_dir, load_model(model_path), json.loads(card_path.read_text()))
+
+
+def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
+                pillow_only: list[bool] | None = None, perturb: Callable | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Uncalibrated P(fake) for checked image files, batched through tf.data, in input order.
+
+    Args:
+        perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
+        progress: called with (images done, total) after each batch.
+    """
+    from fakedetect.pipeline import build_dataset
+
+    if not paths:
+        return np.zeros(0, dtype=np.float64)
+    ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
+    out, done = [], 0
+    for batch in ds:
+        p = model(batch, training=False)
+        out.append(np.asarray(p, dtype=np.float64).reshape(-1))
+        done += len(out[-1])
+        if progress:
+            progress(done, len(paths))
+    return np.concatenate(out)

@@ -1,0 +1,112 @@
+"""One self-contained HTML report (images embedded as data URIs): opens from disk, no server, no internet."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from fakedetect.atomic import write_text
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+padding:0 1rem}h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
+.sub{color:#666}table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;border:1px solid #eee}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}.card{width:150px;font-size:.8rem;word-break:break-all}
+.card img{width:150px;height:150px;object-fit:contain;background:#f4f4f4}.bad{color:#b30000;font-weight:600}
+pre{background:#f7f7f7;padding:.8rem;overflow:auto}.kpi{display:flex;gap:1rem;flex-wrap:wrap}
+.kpi div{background:#f4f8fb;border:1px solid #dbe7f0;border-radius:6px;padding:.6rem 1rem;min-width:120px}
+.kpi b{display:block;font-size:1.4rem}
+"""
+
+
+def _img_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _thumb_uri(path: str, size: int = 150) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=85)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:  # noqa: BLE001 - a thumbnail is decoration; never fail the report for it
+        return None
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "undefined"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def confident_mistakes(df: pd.DataFrame, n: int = 12) -> pd.DataFrame:
+    """The wrong predictions the model was surest of (real scored most fake, fake scored most real)."""
+    wrong = df[df["label"] != df["predicted"]].copy()
+    wrong["confidence"] = (wrong["prob_fake"] - 0.5).abs()
+    return wrong.sort_values("confidence", ascending=False).head(n)
+
+
+def write_report(path: Path, run, m: dict, figs: dict[str, Path], df: pd.DataFrame, report_txt: str) -> Path:
+    card = run.card
+    t = m["threshold"]
+    kpis = [("accuracy", m["accuracy"]), ("balanced accuracy", m["balanced_accuracy"]), ("ROC AUC", m["roc_auc"]),
+            ("EER", m["eer"]), ("F1 (fake)", m["f1"]), ("ECE", m["ece"])]
+    keys = ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "specificity", "accuracy_real",
+            "accuracy_fake", "roc_auc", "average_precision", "eer", "ece", "loss"]
+    rows = "".join(f"<tr><td>{k}</td><td>{_fmt(m.get(k))}</td><td>{_fmt(m['at_0.5'].get(k))}</td></tr>"
+                   for k in keys)
+    cm = m["confusion_matrix"]
+    model_rows = [
+        ("backbone", card.get("backbone")), ("weights", card.get("weights")),
+        ("image size", f"{card.get('image_size')} px"), ("threshold", f"{t:.4f} ({card.get('threshold_rule', '')})"),
+        ("temperature", f"{m.get('temperature', 1.0):.4f}"), ("trained", card.get("created")),
+        ("training data", card.get("data", {}).get("data_root")),
+        ("train images", card.get("data", {}).get("train")), ("validation images", card.get("data", {}).get("val")),
+        ("validation split", card.get("data", {}).get("val_source")),
+    ]
+    model_html = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{_fmt(v)}</td></tr>"
+                         for k, v in model_rows)
+    cards = []
+    for _, r in confident_mistakes(df).iterrows():
+        uri = _thumb_uri(r["path"])
+        img = f"<img src='{uri}' alt=''>" if uri else "<div class='bad'>(unreadable)</div>"
+        truth = "real" if r["label"] == 0 else "fake"
+        cards.append(f"<div class='card'>{img}<div>true <b>{truth}</b>, P(fake) "
+                     f"<span class='bad'>{r['prob_fake']:.3f}</span></div>"
+                     f"<div class='sub'>{html.escape(Path(r['path']).name)}</div></div>")
+    gallery = "".join(cards) or "<p>No mistakes at this threshold.</p>"
+    fig_order = ["confusion_matrix", "roc_curve", "pr_curve", "reliability", "score_histogram", "training_curves"]
+    fig_html = "".join(f"<figure><img src='{_img_uri(figs[k])}' alt='{k}'><figcaption>{k.replace('_', ' ')}"
+                       f"</figcaption></figure>" for k in fig_order if k in figs)
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>fakedetect evaluation: {html.escape(card.get('backbone', ''))}</title><style>{CSS}</style></head><body>
+<h1>fakedetect evaluation</h1>
+<p class="sub">{html.escape(str(m['data']['root']))} (split {html.escape(m['data']['split'])}):
+{m['n']} images scored ({m['n_real']} real, {m['n_fake']} fake), {m['skipped']} unreadable file(s) skipped.
+Evaluated {html.escape(m['evaluated'])}. Positive class: fake.</p>
+<div class="kpi">{''.join(f'<div>{html.escape(k)}<b>{_fmt(v)}</b></div>' for k, v in kpis)}</div>
+<h2>Metrics</h2>
+<table><tr><th>metric</th><th>threshold {t:.4f} (the run's)</th><th>threshold 0.5</th></tr>{rows}</table>
+<p>Confusion matrix at {t:.4f}: {cm['tn']} real kept real, {cm['fp']} real called fake, {cm['fn']} fake
+called real, {cm['tp']} fake caught. ECE before calibration {_fmt(m.get('ece_uncalibrated'))}, after
+{_fmt(m['ece'])}.</p>
+<h2>Plots</h2><div class="figs">{fig_html}</div>
+<h2>Most confident mistakes</h2><div class="gallery">{gallery}</div>
+<h2>Model card</h2><table>{model_html}</table>
+<h2>Classification report</h2><pre>{html.escape(report_txt)}</pre>
+</body></html>
+"""
+    write_text(path, body)
+    return path
