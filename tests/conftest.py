@@ -58,3 +58,18 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifake-train.tar.gz").exists():
         pytest.skip(f"real data not found at {SHARED_DATA} (the project's ../shared/data)")
     return SHARED_DATA
+
+
+TINY_TRAIN = {"backbone": "efficientnet-lite0", "image_size": 48, "epochs_frozen": 1, "epochs_finetune": 1,
+              "batch_size": 8, "val_fraction": 0.25}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    """A real (tiny) trained run: EfficientNet-Lite0 with ImageNet weights at 48 px, 1 + 1 epochs."""
+    from fakedetect.config import load_config
+    from fakedetect.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_data, load_config(None, TINY_TRAIN), out, log=lambda m: None)
+    return out

@@ -94,6 +94,25 @@ def inspect(data, json_out, plot):
         _echo(f"report: {json_out}")
 
 
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New folder for train/ and test/.")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--copy", is_flag=True, help="Copy files instead of symlinking them.")
+@_friendly_errors
+def split(data, out, test_fraction, seed, copy):
+    """Hold out a stratified test split: OUT/train/{real,fake} and OUT/test/{real,fake}."""
+    from fakedetect.data import resolve_data, write_holdout_split
+
+    if not 0 < test_fraction < 1:
+        raise click.BadParameter("must be in (0, 1)", param_hint="--test-fraction")
+    counts = write_holdout_split(resolve_data(data, log=_echo), out, test_fraction, seed, copy)
+    for name, c in counts.items():
+        _echo(f"{name:5s} {c}")
+    _echo(f"written: {out}")
+
+
 def _unfreeze_value(ctx, param, value):
     if value is None:
         return None
@@ -154,6 +173,25 @@ def evaluate(run_dir, data, out, overwrite, batch_size):
     _echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
     _echo(f"report: {res.out_dir / 'report.html'}")
     _echo(f"metrics: {res.out_dir / 'metrics.json'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Test folder (or archive).")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: RUN_DIR/robustness-<data>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--only", multiple=True, help="Run only these perturbations (repeatable), besides clean.")
+@_friendly_errors
+def robustness(run_dir, data, out, overwrite, batch_size, only):
+    """Re-score a test set under JPEG, blur, downscaling and same-format re-encoding of both classes."""
+    from fakedetect.data import resolve_data
+    from fakedetect.robustness import robustness as run_rob
+
+    res = run_rob(run_dir, resolve_data(data, log=_echo), out, overwrite, batch_size, list(only), log=_echo)
+    _echo("")
+    _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    _echo(f"\ntable: {res.out_dir / 'robustness.csv'}\nplot:  {res.out_dir / 'robustness.png'}")
 
 
 @main.command()

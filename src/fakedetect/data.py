@@ -301,3 +301,45 @@ def carve_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
     val = take("val", lambda i: i in val_set)
     train.skipped = list(split.skipped)
     return train, val
+
+
+def write_holdout_split(root: str | Path, dest: str | Path, test_fraction: float = 0.2, seed: int = 42,
+                        copy: bool = False) -> dict[str, dict[str, int]]:
+    """Lays out ``dest/{train,test}/{real,fake}`` from a folder without splits: a stratified, seeded hold-out.
+
+    Files are symlinked (or copied with ``copy``), never moved; ``dest`` must not exist yet.
+
+    Returns:
+        split -> class -> number of files.
+    """
+    import shutil
+
+    layout = discover(root)
+    if list(layout) != ["all"] and len(layout) != 1:
+        raise DataError(f"{root} is already split ({', '.join(layout)})")
+    files = next(iter(layout.values()))
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists")
+    rng = np.random.default_rng(seed)
+    counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for label, paths in files.items():
+        order = rng.permutation(len(paths))
+        n_test = max(1, round(len(paths) * test_fraction))
+        for split, idx in (("test", order[:n_test]), ("train", order[n_test:])):
+            d = tmp / split / CLASS_NAMES[label]
+            d.mkdir(parents=True, exist_ok=True)
+            for i in idx:
+                src = Path(paths[i]).resolve()
+                target = d / src.name
+                if target.exists():  # same name in two sub-folders of one class
+                    target = d / f"{i}_{src.name}"
+                if copy:
+                    shutil.copy2(src, target)
+                else:
+                    target.symlink_to(src)
+            counts[split][CLASS_NAMES[label]] = len(idx)
+    tmp.rename(dest)
+    return counts
