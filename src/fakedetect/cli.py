@@ -178,7 +178,8 @@ def evaluate(run_dir, data, out, overwrite, batch_size):
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Test folder (or archive).")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: RUN_DIR/robustness-<data>-<time>).")
+@click.option("--out", type=click.Path(path_type=Path), 
+              help="Output folder (default: RUN_DIR/robustness-<data>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--only", multiple=True, help="Run only these perturbations (repeatable), besides clean.")

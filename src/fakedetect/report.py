@@ -16,7 +16,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 padding:0 1rem}h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
 .sub{color:#666}table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}.figs img{max-width:100%;max-height:430px;border:1px solid #eee}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}
+.figs img{max-width:100%;max-height:430px;border:1px solid #eee}
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem}.card{width:150px;font-size:.8rem;word-break:break-all}
 .card img{width:150px;height:150px;object-fit:contain;background:#f4f4f4}.bad{color:#b30000;font-weight:600}
 pre{background:#f7f7f7;padding:.8rem;overflow:auto}.kpi{display:flex;gap:1rem;flex-wrap:wrap}
