@@ -91,3 +91,9 @@ def test_temperature_scaling_fixes_overconfidence():
     assert ece(y, apply_temperature(over, t)) < ece(y, over) / 2
     assert apply_temperature(np.array([0.5]), 7.0)[0] == pytest.approx(0.5)
     assert math.isfinite(fit_temperature(np.array([0, 1]), np.array([0.0, 1.0])))
+
+
+def test_threshold_prefers_half_when_it_is_among_the_best():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.01, 0.02, 0.9, 0.95])  # perfectly separated: any cut in (0.02, 0.9] is best
+    assert choose_threshold(y, p) == 0.5

@@ -178,7 +178,7 @@ def evaluate(run_dir, data, out, overwrite, batch_size):
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Test folder (or archive).")
-@click.option("--out", type=click.Path(path_type=Path), 
+@click.option("--out", type=click.Path(path_type=Path),
               help="Output folder (default: RUN_DIR/robustness-<data>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -193,6 +193,92 @@ def robustness(run_dir, data, out, overwrite, batch_size, only):
     _echo("")
     _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     _echo(f"\ntable: {res.out_dir / 'robustness.csv'}\nplot:  {res.out_dir / 'robustness.png'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Write all rows to FILE.csv or FILE.json.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@_friendly_errors
+def predict(run_dir, paths, out, batch_size, overwrite):
+    """Score images and folders (recursively) with RUN_DIR's model: P(fake), P(real), label."""
+    import pandas as pd
+
+    from fakedetect.inference import load_run
+    from fakedetect.predict import predict_paths, write_predictions
+
+    if out is not None:
+        if out.suffix.lower() not in (".csv", ".json"):
+            raise click.BadParameter("must end in .csv or .json", param_hint="--out")
+        if out.exists() and not overwrite:
+            raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
+    run = load_run(run_dir)
+    last = {"n": -1}
+
+    def progress(stage, i, n):
+        step = max(1, n // 10)
+        if i == n or i // step != last["n"]:
+            last["n"] = i // step
+            click.echo(f"  {stage} {i}/{n}", err=True)
+
+    res = predict_paths(run, list(paths), batch_size, progress)
+    for path, why in res.unreadable:
+        click.echo(click.style(f"unreadable: {path}: {why}", fg="yellow"), err=True)
+    if out is not None:
+        write_predictions(res, out, run.threshold)
+        _echo(f"{len(res.table)} image(s) scored, {len(res.unreadable)} unreadable -> {out}")
+    else:
+        with pd.option_context("display.max_rows", None, "display.max_colwidth", 80):
+            _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(res.table)
+                  else "no readable image")
+        _echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0 exposes the app to the network).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="gunicorn worker processes.")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+@_friendly_errors
+def serve(run_dir, host, port, workers, dev):
+    """Serve the upload page and the JSON API for RUN_DIR's model (gunicorn)."""
+    from fakedetect.inference import RunError
+
+    for name in ("model.keras", "model.json"):
+        if not (run_dir / name).is_file():
+            raise RunError(f"{run_dir} holds no trained model (missing {name})")
+    _echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
+    if dev:
+        from fakedetect.web import create_app
+
+        create_app(run_dir).run(host=host, port=port, threaded=True)
+        return
+    env = dict(os.environ, FAKEDETECT_RUN_DIR=str(Path(run_dir).resolve()))
+    args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+            "--timeout", "120", "--graceful-timeout", "10", "fakedetect.web:create_app_from_env()"]
+    os.execvpe(args[0], args, env)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite", "onnx"]), required=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@_friendly_errors
+def export(run_dir, fmt, out, overwrite):
+    """Export RUN_DIR's model (raw 0..255 pixels in, P(fake) out) as saved_model, tflite or onnx."""
+    from fakedetect.export import ExportError
+    from fakedetect.export import export as do_export
+
+    try:
+        path = do_export(run_dir, fmt, out, overwrite)
+    except ExportError as e:
+        raise click.ClickException(str(e)) from e
+    _echo(f"exported {fmt}: {path}")
 
 
 @main.command()

@@ -134,11 +134,19 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, target_fpr: float | None = No
     # thr[0] is +inf (nothing called fake); thr[k] for k >= 1 are the scores, decreasing.
     if target_fpr is not None:
         ok = np.flatnonzero(fpr <= target_fpr)
-        k = int(ok[np.argmax(tpr[ok])])
+        best = ok[np.isclose(tpr[ok], tpr[ok].max())]
     else:
         score = (tpr + 1 - fpr) / 2
-        k = int(np.argmax(score))  # the first (highest-threshold) maximum
-    if k == 0:
-        return float(min(1.0, (1.0 + thr[1]) / 2))
-    lower = thr[k + 1] if k + 1 < len(thr) else 0.0
-    return float((thr[k] + lower) / 2)
+        best = np.flatnonzero(np.isclose(score, score.max()))
+    # Each best k stands for the interval of thresholds (thr[k+1], thr[k]] that gives the same decisions.
+    # Prefer 0.5 when it lies in one (calibrated probabilities make 0.5 the natural cut); otherwise the middle
+    # of the interval nearest to 0.5.
+    intervals = []
+    for k in best:
+        hi = 1.0 if k == 0 else float(thr[k])
+        lo = float(thr[k + 1]) if k + 1 < len(thr) else 0.0
+        if lo < 0.5 <= hi:
+            return 0.5
+        intervals.append((lo, hi))
+    lo, hi = min(intervals, key=lambda iv: min(abs(iv[0] - 0.5), abs(iv[1] - 0.5)))
+    return float((lo + hi) / 2)

@@ -24,12 +24,16 @@ def _pillow_decode(path: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def decode_bytes(data: tf.Tensor) -> tf.Tensor:
+    """Decodes encoded image bytes (JPEG, PNG, GIF, WebP) as uint8 HxWx3: first GIF frame, alpha dropped."""
+    return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+
+
 def decode_image(path: tf.Tensor, pillow_only: tf.Tensor) -> tf.Tensor:
     """Reads one file as a uint8 HxWx3 tensor (first frame of a GIF; alpha dropped; grey -> RGB)."""
 
     def tf_decode():
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
-        return img
+        return decode_bytes(tf.io.read_file(path))
 
     def pil_decode():
         img = tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False)

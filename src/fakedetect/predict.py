@@ -1,0 +1,67 @@
+"""`fakedetect predict`: score image files and folders with a trained run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fakedetect.data import DataError, check_images, list_files
+from fakedetect.inference import Run, predict_raw
+
+
+@dataclass
+class PredictResult:
+    table: pd.DataFrame  # path, prob_fake, prob_real, label
+    unreadable: list[tuple[str, str]]
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders recursively (sorted); a path that does not exist is an error."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(list_files(p))
+        elif p.exists() or p.is_symlink():
+            out.append(p)
+        else:
+            raise DataError(f"no such file or folder: {p}")
+    return out
+
+
+def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
+                  progress: Callable[[str, int, int], None] | None = None) -> PredictResult:
+    """Scores every readable image under ``inputs``; unreadable files are reported, not fatal."""
+    files = expand_inputs(inputs)
+    infos = check_images(files, progress=(lambda i, n: progress("checked", i, n)) if progress else None)
+    ok = [i for i in infos if i.error is None]
+    bad = [(i.path, i.error) for i in infos if i.error is not None]
+    raw = predict_raw(run.model, [i.path for i in ok], run.image_size, batch_size, [not i.tf_decodable for i in ok],
+                      progress=(lambda i, n: progress("predicted", i, n)) if progress else None)
+    prob = run.calibrate(raw)
+    table = pd.DataFrame({
+        "path": [i.path for i in ok],
+        "prob_fake": prob,
+        "prob_real": 1 - prob,
+        "label": ["fake" if p >= run.threshold else "real" for p in prob],
+    })
+    return PredictResult(table, bad)
+
+
+def write_predictions(result: PredictResult, out: str | Path, threshold: float) -> Path:
+    """Writes a .csv or .json atomically (never a truncated file that looks complete)."""
+    from fakedetect.atomic import atomic_path, write_json
+
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        write_json(out, {"threshold": threshold, "predictions": result.table.to_dict(orient="records"),
+                         "unreadable": [{"path": p, "reason": r} for p, r in result.unreadable]})
+    elif out.suffix.lower() == ".csv":
+        with atomic_path(out) as tmp:
+            result.table.to_csv(tmp, index=False)
+    else:
+        raise ValueError(f"--out must end in .csv or .json, got {out.name}")
+    return out

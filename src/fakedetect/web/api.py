@@ -1,0 +1,40 @@
+"""JSON API: POST /api/v1/predict, GET /api/v1/model."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from fakedetect.web.service import UploadError, check_upload
+
+bp = Blueprint("api", __name__)
+
+
+def scorer():
+    return current_app.extensions["fakedetect"]
+
+
+@bp.post("/predict")
+def predict():
+    """Scores each file of the multipart field ``image``; ?explain=1 adds a Grad-CAM overlay (PNG data URI)."""
+    files = request.files.getlist("image")
+    if not files:
+        return jsonify(error="no file: send the image as multipart/form-data field 'image'"), 400
+    if len(files) > current_app.config["MAX_FILES"]:
+        return jsonify(error=f"too many files: at most {current_app.config['MAX_FILES']} per request"), 400
+    explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
+    checked = []
+    for f in files:
+        # The client's file name is only echoed back (never used as a path); the bytes stay in memory.
+        try:
+            checked.append((f.filename or "", check_upload(f.read(), f.filename or "")))
+        except UploadError as e:
+            return jsonify(error=str(e), filename=f.filename or ""), 400
+    s = scorer()
+    results = [{"filename": name, **s.analyse(c, explain=explain)} for name, c in checked]
+    return jsonify(results=results, threshold=s.run.threshold, model=s.run.card.get("backbone"))
+
+
+@bp.get("/model")
+def model_card():
+    """The run's model card: backbone, image size, threshold, calibration, training data summary."""
+    return jsonify(scorer().run.card)

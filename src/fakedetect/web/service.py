@@ -1,0 +1,166 @@
+"""What the web app does with one upload: check it, score it (and its mild variants), explain it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from fakedetect.data import ACCEPTED_FORMATS, MAX_PIXELS
+from fakedetect.inference import Run
+
+# The IJG standard luminance quantisation table (quality 50), in natural order.
+_STD_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+FLIP_VARIANTS = ("re-encoded as JPEG 90", "resized to 75% and back")
+
+
+class UploadError(ValueError):
+    """An upload that is not a usable image; the message names the problem."""
+
+
+@dataclass
+class Checked:
+    data: bytes
+    facts: dict
+    pillow_only: bool
+
+
+def estimate_jpeg_quality(quant: dict) -> int | None:
+    """IJG quality (1-100) that would produce this luminance table, estimated from its mean scale."""
+    if not quant or 0 not in quant:
+        return None
+    table = np.asarray(quant[0], dtype=np.float64)
+    if table.size != 64:
+        return None
+    # Pillow gives tables in zig-zag order in some versions, natural in others; the mean ratio is order-free
+    # only approximately, so compare sorted values.
+    scale = float(np.mean(np.sort(table) * 100.0 / np.sort(_STD_LUMA)))
+    q = (200 - scale) / 2 if scale <= 100 else 5000 / scale
+    return int(np.clip(round(q), 1, 100))
+
+
+def check_upload(data: bytes, filename: str = "") -> Checked:
+    """Validates upload bytes by content; raises UploadError with the reason. Nothing touches the disk."""
+    from PIL import Image
+
+    name = f"'{filename}'" if filename else "the upload"
+    if not data:
+        raise UploadError(f"{name} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (w, h), mode = im.format, im.size, im.mode
+                if fmt not in ACCEPTED_FORMATS:
+                    raise UploadError(f"{name}: unsupported image format {fmt} (use JPEG, PNG, WebP, BMP or GIF)")
+                if w * h > MAX_PIXELS:
+                    raise UploadError(f"{name}: image dimensions too large ({w}x{h} pixels; the limit is "
+                                      f"{MAX_PIXELS // 1_000_000} megapixels)")
+                exif = bool(im.getexif())
+                quality = estimate_jpeg_quality(getattr(im, "quantization", None)) if fmt in ("JPEG", "MPO") else None
+                im.load()
+    except UploadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise UploadError(f"{name}: image dimensions too large ({e})") from None
+    except Exception as e:  # noqa: BLE001 - every decoder failure is the same answer to the client
+        msg = str(e).split("\n")[0]
+        if "cannot identify image file" in msg:
+            raise UploadError(f"{name} is not an image (JPEG, PNG, WebP, BMP or GIF expected)") from None
+        raise UploadError(f"{name} is a corrupt or truncated image ({msg})") from None
+    facts = {"format": fmt, "width": w, "height": h, "mode": mode, "bytes": len(data), "exif": exif,
+             "jpeg_quality_estimate": quality}
+    return Checked(data, facts, pillow_only=not (fmt in ("JPEG", "MPO", "PNG", "GIF", "WEBP") and mode != "CMYK"))
+
+
+class Scorer:
+    """Holds the run and a compiled inference function; one per process."""
+
+    def __init__(self, run: Run):
+        import tensorflow as tf
+
+        self.run = run
+        size = run.image_size
+        self._predict = tf.function(lambda x: run.model(x, training=False),
+                                    input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        self._lock = threading.Lock()
+
+    def decode(self, c: Checked):
+        import tensorflow as tf
+
+        from fakedetect.pipeline import decode_bytes
+
+        if c.pillow_only:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(c.data)) as im:
+                return tf.constant(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        return decode_bytes(tf.constant(c.data))
+
+    def analyse(self, c: Checked, explain: bool = False) -> dict:
+        """P(fake) of the image, the decision, whether it flips under mild variants, and optionally Grad-CAM."""
+        import tensorflow as tf
+
+        from fakedetect.pipeline import resize
+        from fakedetect.robustness import _downscale, _jpeg
+
+        img = self.decode(c)
+        variants = [img, _jpeg(90)(img), _downscale(0.75)(img)]
+        batch = tf.stack([resize(v, self.run.image_size) for v in variants])
+        with self._lock:
+            raw = np.asarray(self._predict(batch), dtype=np.float64).reshape(-1)
+        prob = self.run.calibrate(raw)
+        t = self.run.threshold
+        label = "fake" if prob[0] >= t else "real"
+        flips = [name for name, p in zip(FLIP_VARIANTS, prob[1:], strict=True) if (p >= t) != (prob[0] >= t)]
+        out = {
+            "prob_fake": float(prob[0]),
+            "prob_real": float(1 - prob[0]),
+            "label": label,
+            "threshold": t,
+            "uncertain": bool(flips),
+            "uncertain_because": [f"the decision flips when the image is {f}" for f in flips],
+            "variants": {name: float(p) for name, p in zip(FLIP_VARIANTS, prob[1:], strict=True)},
+            "image": c.facts,
+        }
+        if explain:
+            out["heatmap_png"] = self.heatmap_overlay(img, batch[:1])
+        return out
+
+    def gradcam(self, x) -> np.ndarray:
+        """Grad-CAM of P(fake) on the backbone's last feature map; values in [0, 1]."""
+        import tensorflow as tf
+
+        model = self.run.model
+        base = model.get_layer("backbone")
+        pool, head = model.get_layer("head_pool"), model.get_layer("head_prob")
+        with self._lock, tf.GradientTape() as tape:
+            feat = base(x, training=False)
+            tape.watch(feat)
+            p = head(pool(feat))
+        grads = tape.gradient(p, feat)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * feat, axis=-1))[0].numpy()
+        return cam / cam.max() if cam.max() > 0 else cam
+
+    def heatmap_overlay(self, img, x, max_side: int = 512) -> str:
+        """The Grad-CAM heatmap blended over the image, as a PNG data URI."""
+        from matplotlib import colormaps
+        from PIL import Image
+
+        cam = self.gradcam(x)
+        base = Image.fromarray(np.asarray(img))
+        base.thumbnail((max_side, max_side))
+        heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
+        colour = (colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
+        blended = Image.blend(base.convert("RGB"), Image.fromarray(colour), 0.45)
+        buf = io.BytesIO()
+        blended.save(buf, "PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -1,0 +1,106 @@
+// fakedetect upload page: no framework, nothing from a CDN.
+(function () {
+  "use strict";
+  const form = document.getElementById("upload");
+  const input = document.getElementById("file");
+  const status = document.getElementById("status");
+  const result = document.getElementById("result");
+  const preview = document.getElementById("preview");
+  const heatmap = document.getElementById("heatmap");
+  const showHeat = document.getElementById("showheat");
+  let previewUrl = null;
+
+  function setStatus(text, isError) {
+    status.textContent = text;
+    status.className = isError ? "error" : "";
+  }
+
+  function row(table, key, value) {
+    const tr = table.insertRow();
+    tr.insertCell().textContent = key;
+    tr.insertCell().textContent = value;
+  }
+
+  function pct(p) { return (100 * p).toFixed(1) + "%"; }
+
+  function show(r, file) {
+    const fake = r.prob_fake, real = r.prob_real;
+    document.getElementById("bar-fake").style.width = pct(fake);
+    document.getElementById("bar-real").style.width = pct(real);
+    document.getElementById("thr-mark").style.left = pct(r.threshold);
+    document.getElementById("prob-fake").textContent = pct(fake);
+    document.getElementById("prob-real").textContent = pct(real);
+    const verdict = document.getElementById("verdict");
+    const unc = document.getElementById("uncertain");
+    if (r.uncertain) {
+      verdict.textContent = "Uncertain (leans " + r.label + ")";
+      verdict.className = "verdict uncertain";
+      unc.textContent = "The answer is not stable: " + r.uncertain_because.join("; ") +
+        ". Treat this score with caution.";
+      unc.hidden = false;
+    } else {
+      verdict.textContent = r.label === "fake" ? "Likely AI-generated" : "Likely a real photograph";
+      verdict.className = "verdict " + r.label;
+      unc.hidden = true;
+    }
+    document.getElementById("thr-text").textContent = "Called fake when P(fake) \u2265 " +
+      r.threshold.toFixed(3) + " (threshold chosen on validation data).";
+    const facts = document.getElementById("facts");
+    facts.innerHTML = "";
+    const im = r.image;
+    row(facts, "file", file.name);
+    row(facts, "format", im.format + " (" + im.mode + ")");
+    row(facts, "size", im.width + " \u00d7 " + im.height + " px, " + (im.bytes / 1024).toFixed(1) + " KB");
+    row(facts, "JPEG quality", im.jpeg_quality_estimate === null ? "not a JPEG" : "about " + im.jpeg_quality_estimate);
+    row(facts, "EXIF metadata", im.exif ? "present" : "none");
+    const variants = document.getElementById("variants");
+    variants.innerHTML = "";
+    row(variants, "as uploaded", "P(fake) " + pct(fake));
+    for (const [name, p] of Object.entries(r.variants)) row(variants, name, "P(fake) " + pct(p));
+    if (r.heatmap_png) { heatmap.src = r.heatmap_png; }
+    showHeat.disabled = !r.heatmap_png;
+    applyHeat();
+    result.hidden = false;
+  }
+
+  function applyHeat() {
+    const on = showHeat.checked && heatmap.src;
+    heatmap.hidden = !on;
+    preview.hidden = !!on;
+  }
+
+  async function analyse(file) {
+    if (!file) return;
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(file);
+    preview.src = previewUrl;
+    heatmap.removeAttribute("src");
+    setStatus("Analysing " + file.name + "\u2026", false);
+    const body = new FormData();
+    body.append("image", file);
+    try {
+      const resp = await fetch("/api/v1/predict?explain=1", { method: "POST", body: body });
+      const data = await resp.json().catch(() => ({ error: "the server answered " + resp.status }));
+      if (!resp.ok) {
+        result.hidden = true;
+        setStatus(data.error || ("error " + resp.status), true);
+        return;
+      }
+      show(data.results[0], file);
+      setStatus("Done: " + file.name, false);
+    } catch (err) {
+      setStatus("Could not reach the server: " + err, true);
+    }
+  }
+
+  input.addEventListener("change", () => analyse(input.files[0]));
+  showHeat.addEventListener("change", applyHeat);
+  form.addEventListener("submit", (e) => { e.preventDefault(); analyse(input.files[0]); });
+  ["dragenter", "dragover"].forEach((t) => form.addEventListener(t, (e) => {
+    e.preventDefault(); form.classList.add("over");
+  }));
+  ["dragleave", "drop"].forEach((t) => form.addEventListener(t, (e) => {
+    e.preventDefault(); form.classList.remove("over");
+  }));
+  form.addEventListener("drop", (e) => analyse(e.dataTransfer.files[0]));
+})();
