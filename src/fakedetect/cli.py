@@ -120,8 +120,10 @@ def _unfreeze_value(ctx, param, value):
 
 
 @main.command()
-@click.option("--data", required=True, type=click.Path(path_type=Path),
+@click.option("--data", type=click.Path(path_type=Path),
               help="Folder with real/ and fake/ (or train/ val/ test/ splits of them).")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="Continue the killed run in this folder from its last finished epoch (no other option).")
 @click.option("--config", "config_path", help="YAML config file, or a shipped preset: default, cpu.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default: runs/<time>-<backbone>).")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing run folder.")
@@ -139,11 +141,20 @@ def _unfreeze_value(ctx, param, value):
 @click.option("--seed", type=int)
 @click.option("--verbose", "-v", count=True, help="-v: Keras progress bars.")
 @_friendly_errors
-def train(data, config_path, out, overwrite, verbose, **flags):
+def train(data, resume, config_path, out, overwrite, verbose, **flags):
     """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder."""
     from fakedetect.config import load_config
     from fakedetect.data import resolve_data
+    from fakedetect.train import resume_training
     from fakedetect.train import train as run_training
+
+    if resume is not None:
+        if data or config_path or out or any(v is not None for v in flags.values()):
+            raise click.UsageError("--resume takes no other option: the run folder holds its config and data")
+        resume_training(resume, log=_echo, verbose=min(verbose, 1))
+        return
+    if data is None:
+        raise click.UsageError("--data is required (or --resume RUN_DIR)")
 
     cfg = load_config(config_path, flags)
     data = resolve_data(data, log=_echo)
@@ -287,37 +298,51 @@ def export(run_dir, fmt, out, overwrite):
                    "archive in ../shared/data, else a generated synthetic set).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default: runs/demo-<time>).")
 @click.option("--max-per-class", type=int, default=1000, show_default=True,
-              help="Images per class to train on (the demo is meant to take minutes).")
+              help="Training images per class (the demo is meant to take minutes).")
+@click.option("--serve/--no-serve", "start_server", default=True, show_default=True,
+              help="Start the web app at the end.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.pass_context
 @_friendly_errors
-def demo(data, out, max_per_class):
-    """The main job end to end: data, inspection, training with the CPU recipe."""
+def demo(ctx, data, out, max_per_class, start_server, port):
+    """The main job end to end: data, inspection, training, evaluation on held-out images, web app."""
     import datetime as dt
 
     from fakedetect.config import load_config
     from fakedetect.data import resolve_data
-    from fakedetect.demo import find_demo_data
+    from fakedetect.demo import find_demo_data, holdout_root
+    from fakedetect.evaluate import evaluate as run_eval
+    from fakedetect.evaluate import summary_table
     from fakedetect.inspection import inspect_data
     from fakedetect.train import train as run_training
 
     found = find_demo_data(data, log=_echo)
-    label = "SYNTHETIC (generated, not real images)" if found.synthetic else str(found.path)
-    _echo(f"== data: {label}")
+    synthetic_note = "  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""
+    _echo(f"== 1/4 data: {'SYNTHETIC (generated, not real images)' if found.synthetic else found.path}")
     root = resolve_data(found.path, log=_echo)
     report = inspect_data(root)
     _echo(report.table.to_string(index=False))
     for w in report.warnings:
         _echo(click.style(f"warning: {w}", fg="yellow"))
+    split_root = holdout_root(root, log=_echo)
     out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}{'-synthetic' if found.synthetic else ''}"
     cfg = load_config("cpu", {"max_per_class": max_per_class})
-    _echo(f"== training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
-    result = run_training(root, cfg, out, log=_echo)
-    _echo("\n== done")
+    _echo(f"== 2/4 training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
+    result = run_training(split_root, cfg, out, log=_echo)
+    _echo("== 3/4 evaluating on the held-out test split (never trained on)")
+    ev = run_eval(result.run_dir, split_root, result.run_dir / "eval-test", log=_echo)
+    _echo(summary_table(ev.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    _echo("\n== summary" + synthetic_note)
     _echo(f"run folder:       {result.run_dir}")
     _echo(f"model:            {result.run_dir / 'model.keras'}")
     _echo(f"training curves:  {result.run_dir / 'training_curves.png'}")
-    _echo(f"validation:       accuracy {result.val_metrics.get('accuracy', float('nan')):.4f}, "
-          f"AUC {result.val_metrics.get('roc_auc') or float('nan'):.4f}"
-          + ("  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""))
+    _echo(f"test report:      {ev.out_dir / 'report.html'}")
+    auc = ev.metrics["roc_auc"]
+    _echo(f"test:             accuracy {ev.metrics['accuracy']:.4f}, AUC "
+          f"{'undefined' if auc is None else f'{auc:.4f}'} on {ev.metrics['n']} held-out images" + synthetic_note)
+    if start_server:
+        _echo(f"== 4/4 web app: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        ctx.invoke(serve, run_dir=result.run_dir, host="127.0.0.1", port=port, workers=1, dev=False)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,18 @@ def find_demo_data(data: str | Path | None = None, log=print) -> DemoData:
         log(f"no data given and no CIFAKE archive found ({', '.join(candidates)}): generating a SYNTHETIC set")
         make_synthetic_dataset(root, n_per_class=300, size=64)
     return DemoData(root, "synthetic", True)
+
+
+def holdout_root(root: Path, log=print, test_fraction: float = 0.1, seed: int = 42) -> Path:
+    """A folder with train/ and test/ splits for ``root``: itself if it has a test/ split, else a cached
+    stratified hold-out made of symlinks (the test images are never trained on)."""
+    from fakedetect.data import discover, write_holdout_split
+
+    layout = discover(root)
+    if "test" in layout:
+        return root
+    dest = cache_dir() / "datasets" / f"{root.name}-holdout{int(test_fraction * 100)}-seed{seed}"
+    if not dest.exists():
+        log(f"holding out {test_fraction:.0%} of the images as a test split (symlinks in {dest})")
+        write_holdout_split(root, dest, test_fraction, seed)
+    return dest

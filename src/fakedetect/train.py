@@ -90,18 +90,65 @@ def new_run_dir(out: str | Path | None, cfg: TrainConfig, overwrite: bool = Fals
     return out
 
 
-def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint):
+def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint, phase: str, restore: dict | None):
+    """The callbacks of one phase. ``restore`` holds the plateau/early-stopping counters of a killed run."""
     import keras
 
-    return [
-        keras.callbacks.ReduceLROnPlateau("val_loss", factor=cfg.reduce_lr_factor,
-                                          patience=cfg.reduce_lr_patience, min_lr=1e-7, verbose=1),
-        keras.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience,
-                                      restore_best_weights=True, verbose=1),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=0, write_graph=False),
-        checkpoint,
-        recorder,
-    ]
+    restore = restore or {}
+
+    def resumable(cls, key):
+        class Resumable(cls):
+            def on_train_begin(self, logs=None):
+                super().on_train_begin(logs)  # resets the counters...
+                for k, v in restore.get(key, {}).items():  # ...so put back those of the killed run
+                    setattr(self, k, v)
+
+        return Resumable
+
+    plateau = resumable(keras.callbacks.ReduceLROnPlateau, "plateau")(
+        "val_loss", factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience, min_lr=1e-7, verbose=1)
+    stopper = resumable(keras.callbacks.EarlyStopping, "early_stopping")(
+        "val_loss", patience=cfg.early_stopping_patience, verbose=1)
+    backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase), save_freq="epoch",
+                                              delete_checkpoint=True)
+    board = keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=0, write_graph=False)
+    state = StateSaver(run_dir / STATE_FILE, phase, plateau, stopper, checkpoint)
+    return [plateau, stopper, board, checkpoint, recorder, backup, state]
+
+
+STATE_FILE = "state.json"
+
+
+def _state_saver_class():
+    import keras
+
+    class StateSaver(keras.callbacks.Callback):
+        """Writes state.json after every epoch: what a resumed run needs beyond the weights."""
+
+        def __init__(self, path: Path, phase: str, plateau, stopper, checkpoint):
+            super().__init__()
+            self.path, self.phase = path, phase
+            self.plateau, self.stopper, self.checkpoint = plateau, stopper, checkpoint
+
+        def on_epoch_end(self, epoch, logs=None):
+            state = read_state(self.path.parent)
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            state.update(phase=self.phase, epoch=epoch + 1, learning_rate=lr, best_val_loss=self.checkpoint.best,
+                         plateau={"wait": self.plateau.wait, "best": float(self.plateau.best),
+                                  "cooldown_counter": self.plateau.cooldown_counter},
+                         early_stopping={"wait": self.stopper.wait, "best": float(self.stopper.best)})
+            write_json(self.path, state)
+
+    return StateSaver
+
+
+def read_state(run_dir: Path) -> dict:
+    p = Path(run_dir) / STATE_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def StateSaver(*args, **kwargs):  # noqa: N802 - a class made on first use keeps keras out of import time
+    return _state_saver_class()(*args, **kwargs)
 
 
 def _make_callbacks_classes():
@@ -148,7 +195,7 @@ def _make_callbacks_classes():
 
 
 def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
-          log: Log = print, verbose: int = 0) -> TrainResult:
+          log: Log = print, verbose: int = 0, resume: bool = False) -> TrainResult:
     """Trains a model on ``data_root`` and writes a complete run folder.
 
     Args:
@@ -158,6 +205,7 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         overwrite: allow a non-empty ``out``.
         log: where progress lines go.
         verbose: Keras' own fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        resume: continue the interrupted run in ``out`` (see :func:`resume_training`).
 
     Raises:
         DataError: unusable data. RunExistsError: ``out`` holds a run. WeightsUnavailable: no ImageNet weights.
@@ -165,12 +213,13 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     t_start = time.perf_counter()
     train_split, val_split, summary = prepare_data(data_root, cfg, log)
     # Everything that can fail on bad input has run: only now create the run folder.
-    run_dir = new_run_dir(out, cfg, overwrite)
+    run_dir = Path(out) if resume else new_run_dir(out, cfg, overwrite)
     log(f"run folder: {run_dir}")
     log(f"train: {train_split.counts()}  val: {val_split.counts()}  ({summary['val_source']})")
     if summary["skipped"]:
         log(f"skipped {summary['skipped']} unreadable file(s): listed in {run_dir / 'skipped.txt'}")
-    write_text(run_dir / "config.yaml", dump_config(cfg))
+    if not resume:
+        write_text(run_dir / "config.yaml", dump_config(cfg))
     write_text(run_dir / "skipped.txt",
                "".join(f"{p}\t{why}\n" for p, why in train_split.skipped + val_split.skipped))
 
@@ -194,21 +243,48 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     BestCheckpoint, HistoryRecorder = _make_callbacks_classes()
     checkpoint = BestCheckpoint(run_dir / "model.keras")
     recorder = HistoryRecorder(run_dir / "history.csv", log)
-    done = 0
-    if cfg.epochs_frozen > 0:
-        log(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {cfg.lr_frozen:g}")
+    state = read_state(run_dir) if resume else {}
+    if resume and (run_dir / "history.csv").is_file():
+        recorder.rows = pd.read_csv(run_dir / "history.csv").to_dict(orient="records")
+    checkpoint.best = float(state.get("best_val_loss", np.inf))
+    phase = state.get("phase", "frozen")
+    if not resume:
+        write_json(run_dir / STATE_FILE, {"data_root": str(Path(data_root).resolve()), "phase": "frozen"})
+
+    def restore_lr():
+        if resume and "learning_rate" in state:
+            model.optimizer.learning_rate = state["learning_rate"]
+
+    if cfg.epochs_frozen > 0 and phase == "frozen":
+        start = int(state.get("epoch", 0))
+        log(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {cfg.lr_frozen:g}"
+            + (f" (resuming after epoch {start})" if resume and start else ""))
         compile_model(model, cfg.lr_frozen)
-        h = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs_frozen, class_weight=weights,
-                      callbacks=_callbacks(run_dir, cfg, recorder, checkpoint), verbose=verbose)
-        done = len(h.epoch)
+        restore_lr()
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs_frozen, class_weight=weights,
+                  callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "frozen", state), verbose=verbose)
+        # BackupAndRestore leaves the restored epoch on the model, where Keras would apply it to the next fit.
+        model._initial_epoch = None
+        state = {**read_state(run_dir), "phase": "finetune"}
+        for k in ("plateau", "early_stopping", "learning_rate"):
+            state.pop(k, None)
+        write_json(run_dir / STATE_FILE, state)
+        resume = False
+    done = sum(1 for r in recorder.rows if r["phase"] == "frozen")
     if cfg.epochs_finetune > 0:
+        if (run_dir / "model.keras").exists():
+            model.load_weights(run_dir / "model.keras")  # fine-tune from the best frozen-phase model
         names = unfreeze(model, cfg.unfreeze)
+        start = int(state.get("epoch", done)) if resume else done
         log(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights (BatchNorm frozen), "
-            f"{cfg.epochs_finetune} epoch(s), lr {cfg.lr_finetune:g}")
+            f"{cfg.epochs_finetune} epoch(s), lr {cfg.lr_finetune:g}"
+            + (f" (resuming after epoch {start})" if resume and start > done else ""))
         compile_model(model, cfg.lr_finetune)
+        restore_lr()
         recorder.phase = "finetune"
         model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + cfg.epochs_finetune,
-                  class_weight=weights, callbacks=_callbacks(run_dir, cfg, recorder, checkpoint), verbose=verbose)
+                  class_weight=weights, callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "finetune", state),
+                  verbose=verbose)
     if not (run_dir / "model.keras").exists():
         # No finite validation loss was ever seen: keep the last model rather than nothing.
         with atomic_path(run_dir / "model.keras", suffix=".keras") as tmp:
@@ -242,10 +318,29 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         "train_seconds": round(seconds, 1),
     }
     write_json(run_dir / "model.json", card)
+    write_json(run_dir / STATE_FILE, {**read_state(run_dir), "phase": "done"})
     log(f"best validation: loss {val_metrics['loss']:.4f} accuracy {val_metrics['accuracy']:.4f} "
         f"balanced accuracy {val_metrics['balanced_accuracy']:.4f} AUC {val_metrics['roc_auc']:.4f}")
     log(f"done in {seconds:.0f}s: {run_dir}")
     return TrainResult(run_dir, history, val_metrics, seconds)
+
+
+def resume_training(run_dir: str | Path, log: Log = print, verbose: int = 0) -> TrainResult:
+    """Continues a killed run from its last finished epoch, with its own config, data and schedules.
+
+    Raises:
+        FileNotFoundError: no interrupted run in ``run_dir``. RunExistsError: the run already finished.
+    """
+    from fakedetect.config import load_config
+
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not state:
+        raise FileNotFoundError(f"{run_dir} holds no interrupted run to resume (no config.yaml / {STATE_FILE})")
+    if state.get("phase") == "done":
+        raise RunExistsError(f"the run in {run_dir} already finished; nothing to resume")
+    cfg = load_config(run_dir / "config.yaml")
+    return train(state["data_root"], cfg, run_dir, log=log, verbose=verbose, resume=True)
 
 
 def calibrate_on_validation(model, val: Split, image_size: int, cfg: TrainConfig) -> tuple[dict, float, dict]:
