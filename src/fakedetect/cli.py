@@ -139,6 +139,11 @@ def _unfreeze_value(ctx, param, value):
 @click.option("--val-fraction", type=float, help="Validation fraction carved when there is no val/ split.")
 @click.option("--max-per-class", type=int, help="Train on a stratified subset of at most N images per class.")
 @click.option("--seed", type=int)
+@click.option("--strategy", type=click.Choice(["auto", "one-device", "mirrored", "multi-worker"]),
+              help="tf.distribute strategy: mirrored = every local GPU; multi-worker = machines in $TF_CONFIG.")
+@click.option("--devices", callback=lambda c, p, v: v.split(",") if v else None,
+              help="Comma-separated devices for one-device/mirrored, e.g. /gpu:0,/gpu:1.")
+@click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute (GPUs only).")
 @click.option("--verbose", "-v", count=True, help="-v: Keras progress bars.")
 @_friendly_errors
 def train(data, resume, config_path, out, overwrite, verbose, **flags):

@@ -55,6 +55,10 @@ class TrainConfig:
     reduce_lr_patience: int = 1
     reduce_lr_factor: float = 0.2
     target_fpr: float | None = None  # None: threshold maximising balanced accuracy on validation data
+    strategy: str = "auto"  # auto | one-device | mirrored | multi-worker (tf.distribute)
+    devices: list[str] | None = None  # for one-device / mirrored, e.g. ["/gpu:0", "/gpu:1"]
+    scale_lr: bool = True  # multiply learning rates by the number of replicas (batch_size is per replica)
+    mixed_precision: bool = False  # float16 compute on GPUs
     class_weights: str = "auto"  # "auto": balanced weights when classes differ by more than 10%; or "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -155,6 +159,11 @@ def validate(cfg: TrainConfig) -> None:
     _check(0 < cfg.reduce_lr_factor < 1, "reduce_lr_factor", cfg.reduce_lr_factor, "in (0, 1)")
     _check(cfg.target_fpr is None or (isinstance(cfg.target_fpr, (int, float)) and 0 <= cfg.target_fpr < 1),
            "target_fpr", cfg.target_fpr, "null, or a false-positive rate in [0, 1)")
+    from fakedetect.distribute import STRATEGIES
+
+    _check(cfg.strategy in STRATEGIES, "strategy", cfg.strategy, "one of " + ", ".join(STRATEGIES))
+    _check(cfg.devices is None or (isinstance(cfg.devices, list) and all(isinstance(d, str) for d in cfg.devices)),
+           "devices", cfg.devices, "a list of device names such as ['/gpu:0', '/gpu:1']")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
     a = cfg.augment
     for name in ("rotation", "zoom", "contrast"):

@@ -72,6 +72,7 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
     )
 
 
+
 def load_model(path) -> keras.Model:
     """Loads a saved ``model.keras`` with Keras' safe mode on (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True, compile=False)

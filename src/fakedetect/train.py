@@ -210,11 +210,28 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     Raises:
         DataError: unusable data. RunExistsError: ``out`` holds a run. WeightsUnavailable: no ImageNet weights.
     """
+    import tempfile
+
+    from fakedetect.distribute import is_chief, make_strategy, replicas
+
     t_start = time.perf_counter()
+    # MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
+    strategy = make_strategy(cfg.strategy, cfg.devices)
+    chief = is_chief()
+    n_rep = replicas(strategy)
     train_split, val_split, summary = prepare_data(data_root, cfg, log)
     # Everything that can fail on bad input has run: only now create the run folder.
+    if not chief:
+        # Only the chief writes the run; a worker keeps its copies in a temporary folder it removes at the end.
+        out = Path(tempfile.mkdtemp(prefix="fakedetect-worker-"))
+        overwrite, resume = True, False
     run_dir = Path(out) if resume else new_run_dir(out, cfg, overwrite)
-    log(f"run folder: {run_dir}")
+    log(f"run folder: {run_dir}" + ("" if chief else " (worker: temporary copy)"))
+    global_batch = cfg.batch_size * n_rep
+    lr_scale = n_rep if cfg.scale_lr else 1
+    if n_rep > 1 or cfg.strategy != "auto":
+        log(f"strategy {type(strategy).__name__}: {n_rep} replica(s), global batch {global_batch}, "
+            f"learning rates x{lr_scale}")
     log(f"train: {train_split.counts()}  val: {val_split.counts()}  ({summary['val_source']})")
     if summary["skipped"]:
         log(f"skipped {summary['skipped']} unreadable file(s): listed in {run_dir / 'skipped.txt'}")
@@ -224,18 +241,28 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
                "".join(f"{p}\t{why}\n" for p, why in train_split.skipped + val_split.skipped))
 
     import keras
+    import tensorflow as tf
 
     from fakedetect.model import build_model, compile_model, load_model, unfreeze
     from fakedetect.pipeline import build_dataset
     from fakedetect.plots import plot_training_curves
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout)
+    if cfg.mixed_precision:
+        if tf.config.list_logical_devices("GPU"):
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            log("mixed precision ignored: it speeds up GPUs only")
+    with strategy.scope():
+        model = build_model(cfg.backbone, cfg.weights, cfg.image_size, cfg.dropout)
     size = int(model.input_shape[1])
-    train_ds = build_dataset(train_split.paths, train_split.labels, size, cfg.batch_size, training=True,
-                             augment=cfg.augment, seed=cfg.seed, pillow_only=train_split.pillow_only)
-    val_ds = build_dataset(val_split.paths, val_split.labels, size, cfg.batch_size,
-                           pillow_only=val_split.pillow_only)
+    shard = tf.data.Options()
+    shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds = build_dataset(train_split.paths, train_split.labels, size, global_batch, training=True,
+                             augment=cfg.augment, seed=cfg.seed, pillow_only=train_split.pillow_only
+                             ).with_options(shard)
+    val_ds = build_dataset(val_split.paths, val_split.labels, size, global_batch,
+                           pillow_only=val_split.pillow_only).with_options(shard)
     weights = class_weights(train_split, cfg.class_weights)
     if weights:
         log(f"class weights (imbalanced classes): {weights}")
@@ -259,7 +286,8 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         start = int(state.get("epoch", 0))
         log(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {cfg.lr_frozen:g}"
             + (f" (resuming after epoch {start})" if resume and start else ""))
-        compile_model(model, cfg.lr_frozen)
+        with strategy.scope():
+            compile_model(model, cfg.lr_frozen * lr_scale)
         restore_lr()
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs_frozen, class_weight=weights,
                   callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "frozen", state), verbose=verbose)
@@ -274,12 +302,14 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     if cfg.epochs_finetune > 0:
         if (run_dir / "model.keras").exists():
             model.load_weights(run_dir / "model.keras")  # fine-tune from the best frozen-phase model
-        names = unfreeze(model, cfg.unfreeze)
+        with strategy.scope():
+            names = unfreeze(model, cfg.unfreeze)
         start = int(state.get("epoch", done)) if resume else done
         log(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights (BatchNorm frozen), "
             f"{cfg.epochs_finetune} epoch(s), lr {cfg.lr_finetune:g}"
             + (f" (resuming after epoch {start})" if resume and start > done else ""))
-        compile_model(model, cfg.lr_finetune)
+        with strategy.scope():
+            compile_model(model, cfg.lr_finetune * lr_scale)
         restore_lr()
         recorder.phase = "finetune"
         model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + cfg.epochs_finetune,
@@ -311,6 +341,8 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         "threshold_rule": ("balanced accuracy" if cfg.target_fpr is None else f"false-positive rate <= "
                            f"{cfg.target_fpr}") + " on validation, on calibrated probabilities",
         "calibration": calibration,
+        "strategy": {"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": n_rep,
+                     "global_batch_size": global_batch},
         "data": summary,
         "val_metrics": val_metrics,
         "epochs_run": {"frozen": int((history["phase"] == "frozen").sum()) if len(history) else 0,
@@ -322,6 +354,10 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     log(f"best validation: loss {val_metrics['loss']:.4f} accuracy {val_metrics['accuracy']:.4f} "
         f"balanced accuracy {val_metrics['balanced_accuracy']:.4f} AUC {val_metrics['roc_auc']:.4f}")
     log(f"done in {seconds:.0f}s: {run_dir}")
+    if not chief:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
     return TrainResult(run_dir, history, val_metrics, seconds)
 
 
