@@ -122,3 +122,14 @@ def test_demo_without_data_says_synthetic(tmp_path, monkeypatch):
     found = demo.find_demo_data(None, log=lambda m: None)
     assert found.synthetic and "SYNTHETIC" in (found.path / "README.txt").read_text()
     assert {p.name for p in found.path.iterdir()} >= {"real", "fake"}
+
+
+def test_train_without_feature_cache(tiny_data, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cache_features: false\n")
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--config", str(cfg), "--out", str(run),
+                                    *TINY, "--epochs-finetune", "0"])
+    assert res.exit_code == 0, res.output
+    assert "features computed once" not in res.output
+    assert len(pd.read_csv(run / "history.csv")) == 1 and (run / "model.keras").is_file()

@@ -44,6 +44,7 @@ class TrainConfig:
     batch_size: int = 32
     epochs_frozen: int = 5
     epochs_finetune: int = 10
+    cache_features: bool = True  # frozen phase: backbone features computed once, not every epoch
     lr_frozen: float = 1e-3
     lr_finetune: float = 1e-5
     unfreeze: int | str = 20  # top N backbone layers, or a block name prefix such as "block6"

@@ -157,16 +157,17 @@ def _make_callbacks_classes():
     class BestCheckpoint(keras.callbacks.Callback):
         """Saves the model whenever validation loss improves, across both phases, atomically."""
 
-        def __init__(self, path: Path):
+        def __init__(self, path: Path, target):
             super().__init__()
-            self.path, self.best = path, np.inf
+            # ``target`` is the full model, also while fit() trains only its head on cached features.
+            self.path, self.best, self.target = path, np.inf, target
 
         def on_epoch_end(self, epoch, logs=None):
             loss = (logs or {}).get("val_loss")
             if loss is not None and np.isfinite(loss) and loss < self.best:
                 self.best = float(loss)
                 with atomic_path(self.path, suffix=".keras") as tmp:
-                    self.model.save(tmp)
+                    self.target.save(tmp)
 
     class HistoryRecorder(keras.callbacks.Callback):
         """Appends one row per epoch (phase, metrics, learning rate, seconds) and rewrites history.csv."""
@@ -268,7 +269,7 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         log(f"class weights (imbalanced classes): {weights}")
 
     BestCheckpoint, HistoryRecorder = _make_callbacks_classes()
-    checkpoint = BestCheckpoint(run_dir / "model.keras")
+    checkpoint = BestCheckpoint(run_dir / "model.keras", model)
     recorder = HistoryRecorder(run_dir / "history.csv", log)
     state = read_state(run_dir) if resume else {}
     if resume and (run_dir / "history.csv").is_file():
@@ -286,13 +287,22 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         start = int(state.get("epoch", 0))
         log(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {cfg.lr_frozen:g}"
             + (f" (resuming after epoch {start})" if resume and start else ""))
+        fit_model, fit_train, fit_val = model, train_ds, val_ds
+        if cfg.cache_features:
+            # A frozen backbone gives the same features every epoch: compute them once, train the head on them.
+            t0 = time.perf_counter()
+            fit_model, fit_train, fit_val = head_on_features(model, train_split, val_split, size, global_batch,
+                                                             cfg.seed, shard)
+            log(f"  features computed once for {len(train_split) + len(val_split)} images "
+                f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
         with strategy.scope():
-            compile_model(model, cfg.lr_frozen * lr_scale)
-        restore_lr()
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs_frozen, class_weight=weights,
-                  callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "frozen", state), verbose=verbose)
+            compile_model(fit_model, cfg.lr_frozen * lr_scale)
+        if resume and "learning_rate" in state:
+            fit_model.optimizer.learning_rate = state["learning_rate"]
+        fit_model.fit(fit_train, validation_data=fit_val, epochs=cfg.epochs_frozen, class_weight=weights,
+                      callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "frozen", state), verbose=verbose)
         # BackupAndRestore leaves the restored epoch on the model, where Keras would apply it to the next fit.
-        model._initial_epoch = None
+        fit_model._initial_epoch = None
         state = {**read_state(run_dir), "phase": "finetune"}
         for k in ("plateau", "early_stopping", "learning_rate"):
             state.pop(k, None)
@@ -359,6 +369,35 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
 
         shutil.rmtree(run_dir, ignore_errors=True)
     return TrainResult(run_dir, history, val_metrics, seconds)
+
+
+def head_on_features(model, train: Split, val: Split, image_size: int, batch_size: int, seed: int, options):
+    """The head of ``model`` as a model of its own, with datasets of backbone features computed once.
+
+    The features are those after global average pooling (pooling has no weights), of un-augmented images.
+    The head model shares its layers with ``model``: training it trains ``model``'s head.
+    """
+    import keras
+    import tensorflow as tf
+
+    from fakedetect.pipeline import build_dataset
+
+    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
+
+    def features(split: Split):
+        ds = build_dataset(split.paths, None, image_size, batch_size, pillow_only=split.pillow_only)
+        return extractor.predict(ds, verbose=0)
+
+    f_train, f_val = features(train), features(val)
+    inp = keras.Input((f_train.shape[1],), name="features")
+    out = model.get_layer("head_prob")(model.get_layer("head_dropout")(inp))
+    head = keras.Model(inp, out, name="head")
+    y_train = np.asarray(train.labels, np.float32)[:, None]
+    y_val = np.asarray(val.labels, np.float32)[:, None]
+    train_ds = (tf.data.Dataset.from_tensor_slices((f_train, y_train)).shuffle(len(f_train), seed=seed)
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options))
+    val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(batch_size).with_options(options)
+    return head, train_ds, val_ds
 
 
 def resume_training(run_dir: str | Path, log: Log = print, verbose: int = 0) -> TrainResult:
