@@ -28,6 +28,7 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP"}
 ACCEPTED_FORMATS = TF_FORMATS | {"BMP", "TIFF", "PPM"}
 MAX_PIXELS = 64_000_000  # a larger image is refused unread (decompression-bomb guard)
+MAX_FILE_BYTES = 512_000_000
 
 
 class DataError(ValueError):
@@ -193,10 +194,19 @@ def discover(root: str | Path, require_both: bool = True) -> dict[str, dict[int,
 
 def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
     """Opens and fully decodes one file with Pillow; never raises for a bad file."""
+    import stat
+
     from PIL import Image
 
     info = ImageInfo(str(path))
     try:
+        st = os.stat(path)  # follows symlinks; a loop or a dangling link raises here
+        if not stat.S_ISREG(st.st_mode):
+            info.error = "not a regular file"  # a FIFO would block a read forever
+            return info
+        if st.st_size > MAX_FILE_BYTES:
+            info.error = f"file too large ({st.st_size / 1e6:.0f} MB)"
+            return info
         data = Path(path).read_bytes()
     except OSError as e:
         info.error = f"cannot read: {e.strerror or e}"

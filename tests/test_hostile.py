@@ -1,0 +1,66 @@
+"""Training and evaluation on a folder seeded with every kind of bad file: the run finishes and lists each."""
+
+import json
+import os
+import shutil
+
+from click.testing import CliRunner
+
+from fakedetect.cli import main
+from fakedetect.data import check_image
+
+from .conftest import TINY_TRAIN, write_bad_files
+
+
+def _seed_hostile(folder):
+    expected = write_bad_files(folder)
+    (folder / "loop_a.jpg").symlink_to(folder / "loop_b.jpg")
+    (folder / "loop_b.jpg").symlink_to(folder / "loop_a.jpg")
+    (folder / "dangling.png").symlink_to(folder / "does-not-exist.png")
+    os.mkfifo(folder / "pipe.jpg")
+    locked = folder / "locked.jpg"
+    shutil.copy(next(p for p in folder.parent.glob("*/*.jpg") if p.is_file() and p.stat().st_size > 100), locked)
+    locked.chmod(0)
+    (folder / "dir_named.jpg").mkdir()
+    (folder / "dir_named.jpg" / "inside.txt").write_text("x")
+    expected.update({"loop_a.jpg": "", "loop_b.jpg": "", "dangling.png": "", "pipe.jpg": "not a regular file",
+                     "inside.txt": "not an image"})
+    return expected
+
+
+def test_check_image_never_raises_on_hostile_files(tmp_path):
+    expected = _seed_hostile_standalone(tmp_path)
+    for name in expected:
+        info = check_image(next(tmp_path.rglob(name)) if name == "inside.txt" else tmp_path / name)
+        assert info.error, name
+
+
+def _seed_hostile_standalone(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "ok").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "ok" / "a.jpg")
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(tmp_path / "ok" / "b.jpg", quality=50)
+    return _seed_hostile(tmp_path)
+
+
+def test_train_and_evaluate_finish_and_list_every_bad_file(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    expected = _seed_hostile(data / "fake")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run)]
+    for k, v in TINY_TRAIN.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    skipped = (run / "skipped.txt").read_text()
+    running_as_root = os.geteuid() == 0  # root reads a chmod-0 file: then it is a usable image, not skipped
+    for name in expected:
+        assert name in skipped, (name, skipped)
+    assert ("locked.jpg" in skipped) != running_as_root
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(data), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["skipped"] == len(expected) + (0 if running_as_root else 1)
