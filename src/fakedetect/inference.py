@@ -67,14 +67,18 @@ def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
         perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
         progress: called with (images done, total) after each batch.
     """
+    import tensorflow as tf
+
     from fakedetect.pipeline import build_dataset
 
     if not paths:
         return np.zeros(0, dtype=np.float64)
     ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
+    # A compiled call: eager model calls cost ~40% of the throughput on small images.
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     out, done = [], 0
     for batch in ds:
-        p = model(batch, training=False)
+        p = fn(batch)
         out.append(np.asarray(p, dtype=np.float64).reshape(-1))
         done += len(out[-1])
         if progress:
