@@ -291,8 +291,9 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         if cfg.cache_features:
             # A frozen backbone gives the same features every epoch: compute them once, train the head on them.
             t0 = time.perf_counter()
-            fit_model, fit_train, fit_val = head_on_features(model, train_split, val_split, size, global_batch,
-                                                             cfg.seed, shard)
+            with strategy.scope():
+                fit_model, fit_train, fit_val = head_on_features(model, train_split, val_split, size,
+                                                                 global_batch, cfg.seed, shard)
             log(f"  features computed once for {len(train_split) + len(val_split)} images "
                 f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
         with strategy.scope():
