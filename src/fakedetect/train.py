@@ -172,12 +172,25 @@ def _make_callbacks_classes():
     class HistoryRecorder(keras.callbacks.Callback):
         """Appends one row per epoch (phase, metrics, learning rate, seconds) and rewrites history.csv."""
 
-        def __init__(self, path: Path, log: Log):
+        def __init__(self, path: Path, log: Log, every_s: float = 30.0, steps: int | None = None):
             super().__init__()
             self.path, self.log, self.rows, self.phase = path, log, [], "frozen"
+            self.every_s, self.steps = every_s, steps
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
+            self.t0 = self.t_last = time.perf_counter()
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            # A line every ``every_s`` seconds inside long epochs, so a long run never looks stuck.
+            now = time.perf_counter()
+            if now - self.t_last >= self.every_s:
+                self.t_last = now
+                of = f"/{self.steps}" if self.steps else ""
+                loss = (logs or {}).get("loss")
+                self.log(f"  [{self.phase}] epoch {self.epoch}: batch {batch + 1}{of}"
+                         + (f", loss {float(loss):.4f}" if loss is not None else "")
+                         + f", {now - self.t0:.0f}s")
 
         def on_epoch_end(self, epoch, logs=None):
             # Keras logs "learning_rate": the rate this epoch ran at (before any reduction at its end).
@@ -270,7 +283,7 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
 
     BestCheckpoint, HistoryRecorder = _make_callbacks_classes()
     checkpoint = BestCheckpoint(run_dir / "model.keras", model)
-    recorder = HistoryRecorder(run_dir / "history.csv", log)
+    recorder = HistoryRecorder(run_dir / "history.csv", log, steps=-(-len(train_split) // global_batch))
     state = read_state(run_dir) if resume else {}
     if resume and (run_dir / "history.csv").is_file():
         recorder.rows = pd.read_csv(run_dir / "history.csv").to_dict(orient="records")
