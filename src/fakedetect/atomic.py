@@ -38,6 +38,17 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
             tmp_path.unlink()
 
 
+def fresh_dir(path: str | os.PathLike, overwrite: bool, what: str = "output folder",
+              error: type[FileExistsError] = FileExistsError) -> Path:
+    """Creates ``path``; refuses one that already holds files unless ``overwrite`` (never clobber a user's run)."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise error(f"{what} {path} already exists and is not empty; choose another --out, "
+                    "or pass --overwrite to replace its files")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -192,6 +192,16 @@ def discover(root: str | Path, require_both: bool = True) -> dict[str, dict[int,
     return out
 
 
+def choose_split(layout: dict, preferred: str, root: str | Path) -> str:
+    """The split to use: ``preferred`` if present, else the folder's single split (or "all")."""
+    if preferred in layout:
+        return preferred
+    if len(layout) == 1:
+        return next(iter(layout))
+    raise DataError(f"{root} has splits {', '.join(layout)} but no '{preferred}' split: "
+                    "point the command at one of them")
+
+
 def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
     """Opens and fully decodes one file with Pillow; never raises for a bad file."""
     import stat

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from fakedetect import CLASS_NAMES
-from fakedetect.atomic import atomic_path, write_json, write_text
-from fakedetect.data import DataError, Split, discover, to_split
+from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
+from fakedetect.data import Split, choose_split, discover, to_split
 from fakedetect.inference import Run, load_run, predict_raw
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
 
@@ -39,12 +39,7 @@ class EvalResult:
 def load_test_split(data: str | Path, log: Log = print) -> Split:
     """The split to evaluate: ``test`` if the folder has one, else the folder's only split."""
     layout = discover(data, require_both=False)
-    if "test" in layout:
-        name = "test"
-    elif len(layout) == 1:
-        name = next(iter(layout))
-    else:
-        raise DataError(f"{data} has splits {', '.join(layout)} and no test/: point --data at one of them")
+    name = choose_split(layout, "test", data)
     if name != "test" and len(layout) > 1:
         log(f"evaluating split '{name}'")
 
@@ -77,12 +72,7 @@ def full_metrics(run: Run, s: Scored) -> dict:
 def new_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwrite: bool, kind: str = "eval"):
     if out is None:
         out = run_dir / f"{kind}-{Path(data).name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {out} already exists and is not empty; choose another --out, "
-                              "or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return fresh_dir(out, overwrite, "output folder")
 
 
 def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,

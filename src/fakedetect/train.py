@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from fakedetect import CLASS_NAMES, __version__
-from fakedetect.atomic import atomic_path, write_json, write_text
+from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
 from fakedetect.config import TrainConfig, dump_config
-from fakedetect.data import DataError, Split, carve_validation, discover, subsample, to_split
+from fakedetect.data import Split, carve_validation, choose_split, discover, subsample, to_split
 
 Log = Callable[[str], None]
 
@@ -35,14 +35,9 @@ class TrainResult:
 def prepare_data(data_root: str | Path, cfg: TrainConfig, log: Log = print) -> tuple[Split, Split, dict]:
     """Finds, subsamples, checks and splits the data. Returns (train, val, summary)."""
     layout = discover(data_root)
-    if "train" in layout:
-        train_name = "train"
-    elif "all" in layout:
-        train_name = "all"
-    elif len(layout) == 1:
-        train_name = next(iter(layout))
-    else:
-        raise DataError(f"{data_root} has splits {', '.join(layout)} but no 'train' split to train on")
+    # val/ and test/ are never trained on; besides them, train/ or the folder's only split is.
+    train_name = choose_split({k: v for k, v in layout.items() if k not in ("val", "test")} or layout, "train",
+                              data_root)
 
     def progress(name):
         return lambda i, n: log(f"  checked {i}/{n} {name} files")
@@ -80,14 +75,8 @@ def class_weights(split: Split, mode: str) -> dict[int, float] | None:
 def new_run_dir(out: str | Path | None, cfg: TrainConfig, overwrite: bool = False) -> Path:
     """Creates the run folder; refuses one that already holds files unless ``overwrite``."""
     if out is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-{cfg.backbone}"
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunExistsError(f"run folder {out} already exists and is not empty; "
-                             "choose another --out, or pass --overwrite to replace its files")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+        out = Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{cfg.backbone}"
+    return fresh_dir(out, overwrite, "run folder", RunExistsError)
 
 
 def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint, phase: str, restore: dict | None):
