@@ -119,6 +119,7 @@ def test_demo_without_data_says_synthetic(tmp_path, monkeypatch):
     monkeypatch.delenv("FAKEDETECT_DATA", raising=False)
     monkeypatch.setenv("FAKEDETECT_CIFAKE_ARCHIVE", str(tmp_path / "absent.tar.gz"))
     monkeypatch.setenv("FAKEDETECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAKEDETECT_DEMO_DOWNLOAD", "0")
     found = demo.find_demo_data(None, log=lambda m: None)
     assert found.synthetic and "SYNTHETIC" in (found.path / "README.txt").read_text()
     assert {p.name for p in found.path.iterdir()} >= {"real", "fake"}
@@ -133,3 +134,21 @@ def test_train_without_feature_cache(tiny_data, tmp_path):
     assert res.exit_code == 0, res.output
     assert "features computed once" not in res.output
     assert len(pd.read_csv(run / "history.csv")) == 1 and (run / "model.keras").is_file()
+
+
+def test_datasets_download_offline_or_missing_client_is_clear(monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("kagglehub")
+
+    def no_network(handle):
+        raise ConnectionError("Failed to resolve 'www.kaggle.com'")
+
+    fake.dataset_download = no_network
+    monkeypatch.setitem(sys.modules, "kagglehub", fake)
+    res = CliRunner().invoke(main, ["datasets", "download", "cifake"])
+    assert res.exit_code == 1 and "could not download cifake" in res.output and "--data PATH" in res.output
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # not installed
+    res = CliRunner().invoke(main, ["datasets", "download", "cifake"])
+    assert res.exit_code == 1 and "pip install kagglehub" in res.output

@@ -113,6 +113,21 @@ def split(data, out, test_fraction, seed, copy):
     _echo(f"written: {out}")
 
 
+@main.group()
+def datasets():
+    """Public data sets."""
+
+
+@datasets.command("download")
+@click.argument("name", type=click.Choice(["cifake"]))
+@_friendly_errors
+def datasets_download(name):
+    """Download NAME with its host's client library (Kaggle's kagglehub) and print its folder."""
+    from fakedetect.datasets import download
+
+    _echo(str(download(name)))
+
+
 def _unfreeze_value(ctx, param, value):
     if value is None:
         return None

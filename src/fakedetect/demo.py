@@ -29,6 +29,14 @@ def find_demo_data(data: str | Path | None = None, log=print) -> DemoData:
     for c in candidates:
         if c and Path(c).is_file():
             return DemoData(Path(c), "cifake-archive", False)
+    if os.environ.get("FAKEDETECT_DEMO_DOWNLOAD", "1") != "0":
+        from fakedetect.data import DataError
+        from fakedetect.datasets import download
+
+        try:
+            return DemoData(download("cifake"), "cifake-download", False)
+        except DataError as e:
+            log(f"no CIFAKE download: {e}")
     from fakedetect.synthetic import make_synthetic_dataset
 
     root = cache_dir() / "datasets" / "synthetic-demo"
