@@ -35,7 +35,7 @@ def main() -> int:
     from fakedetect.inference import Run, predict_raw
     from fakedetect.model import build_model, compile_model, unfreeze
     from fakedetect.pipeline import build_dataset
-    from fakedetect.train import head_on_features
+    from fakedetect.train import CACHE_BYTES, head_on_features
 
     split = cifake_subset(args.per_class)
     n = len(split)
@@ -45,7 +45,9 @@ def main() -> int:
 
     # 1. Frozen phase.
     model = build_model(args.backbone, "imagenet", size)
-    ds = build_dataset(split.paths, split.labels, size, bs, training=True, augment=cfg.augment, seed=0)
+    # As `fakedetect train` builds it (decoded images cached in memory when they fit).
+    ds = build_dataset(split.paths, split.labels, size, bs, training=True, augment=cfg.augment, seed=0,
+                       pillow_only=split.pillow_only, cache=3 * sum(split.pixels) <= CACHE_BYTES)
     compile_model(model, 1e-3)
     model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up (tracing)
     t = time.perf_counter()

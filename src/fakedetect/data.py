@@ -61,6 +61,7 @@ class Split:
     paths: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     pillow_only: list[bool] = field(default_factory=list)
+    pixels: list[int] = field(default_factory=list)  # width * height per image
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -287,6 +288,7 @@ def to_split(name: str, files: dict[int, list[Path]], progress=None, require_bot
             split.paths.append(info.path)
             split.labels.append(label)
             split.pillow_only.append(not info.tf_decodable)
+            split.pixels.append(info.width * info.height)
     for label, n in enumerate(split.counts().values()):
         if n == 0 and (require_both or not split.paths):
             raise DataError(f"no readable '{CLASS_NAMES[label]}' image in split '{name}' "
@@ -315,6 +317,7 @@ def carve_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
                 s.paths.append(split.paths[i])
                 s.labels.append(split.labels[i])
                 s.pillow_only.append(split.pillow_only[i])
+                s.pixels.append(split.pixels[i])
         return s
 
     train = take("train", lambda i: i not in val_set)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,21 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir, load_model(model_path), json.loads(card_path.read_text()))
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(model):
+    """The model's inference as a tf.function, made once per model: eager calls cost ~40% of the throughput
+    on small images, and a new tf.function per call would trace again every time."""
+    import tensorflow as tf
+
+    fn = _COMPILED.get(model)
+    if fn is None:
+        ref = weakref.ref(model)  # the cached function must not keep its model alive
+        fn = _COMPILED[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    return fn
+
+
 def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -67,15 +83,13 @@ def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
         perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
         progress: called with (images done, total) after each batch.
     """
-    import tensorflow as tf
 
     from fakedetect.pipeline import build_dataset
 
     if not paths:
         return np.zeros(0, dtype=np.float64)
     ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
-    # A compiled call: eager model calls cost ~40% of the throughput on small images.
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    fn = _compiled(model)
     out, done = [], 0
     for batch in ds:
         p = fn(batch)

@@ -106,6 +106,7 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint, phase: str
 
 
 STATE_FILE = "state.json"
+CACHE_BYTES = 2 * 1024**3  # decoded training images are kept in memory up to this size
 
 
 def _state_saver_class():
@@ -261,9 +262,11 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     size = int(model.input_shape[1])
     shard = tf.data.Options()
     shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Decoded images are cached in memory when they fit comfortably (CIFAKE: 100,000 x 32x32 = 0.3 GB).
+    cache = 3 * sum(train_split.pixels) <= CACHE_BYTES
     train_ds = build_dataset(train_split.paths, train_split.labels, size, global_batch, training=True,
-                             augment=cfg.augment, seed=cfg.seed, pillow_only=train_split.pillow_only
-                             ).with_options(shard)
+                             augment=cfg.augment, seed=cfg.seed, pillow_only=train_split.pillow_only,
+                             cache=cache).with_options(shard)
     val_ds = build_dataset(val_split.paths, val_split.labels, size, global_batch,
                            pillow_only=val_split.pillow_only).with_options(shard)
     weights = class_weights(train_split, cfg.class_weights)
