@@ -19,7 +19,8 @@ from fakedetect.inference import load_run
 Log = Callable[[str], None]
 
 
-def _jpeg(q: int):
+def jpeg_reencode(q: int):
+    """A function re-encoding a uint8 image as JPEG of quality ``q``."""
     import tensorflow as tf
 
     def f(img):
@@ -28,7 +29,8 @@ def _jpeg(q: int):
     return f
 
 
-def _blur(sigma: float):
+def blur(sigma: float):
+    """A function blurring a uint8 image with a Gaussian of std ``sigma``."""
     import tensorflow as tf
 
     from fakedetect.pipeline import gaussian_blur
@@ -40,7 +42,8 @@ def _blur(sigma: float):
     return f
 
 
-def _downscale(factor: float):
+def downscale(factor: float):
+    """A function shrinking a uint8 image by ``factor`` and resizing it back."""
     import tensorflow as tf
 
     def f(img):
@@ -55,13 +58,13 @@ def _downscale(factor: float):
 
 def perturbations() -> dict[str, Callable | None]:
     """Name -> function on a decoded uint8 image (None: unchanged)."""
-    p: dict[str, Callable | None] = {"clean": None, "reencode_both_jpeg90": _jpeg(90)}
+    p: dict[str, Callable | None] = {"clean": None, "reencode_both_jpeg90": jpeg_reencode(90)}
     for q in (95, 75, 50, 30):
-        p[f"jpeg_q{q}"] = _jpeg(q)
+        p[f"jpeg_q{q}"] = jpeg_reencode(q)
     for s in (1, 2):
-        p[f"blur_sigma{s}"] = _blur(float(s))
+        p[f"blur_sigma{s}"] = blur(float(s))
     for f in (0.5, 0.25):
-        p[f"downscale_{f}"] = _downscale(f)
+        p[f"downscale_{f}"] = downscale(f)
     return p
 
 

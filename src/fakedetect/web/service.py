@@ -109,10 +109,10 @@ class Scorer:
         import tensorflow as tf
 
         from fakedetect.pipeline import resize
-        from fakedetect.robustness import _downscale, _jpeg
+        from fakedetect.robustness import downscale, jpeg_reencode
 
         img = self.decode(c)
-        variants = [img, _jpeg(90)(img), _downscale(0.75)(img)]
+        variants = [img, jpeg_reencode(90)(img), downscale(0.75)(img)]
         batch = tf.stack([resize(v, self.run.image_size) for v in variants])
         with self._lock:
             raw = np.asarray(self._predict(batch), dtype=np.float64).reshape(-1)
