@@ -79,7 +79,18 @@
     const body = new FormData();
     body.append("image", file);
     try {
-      const resp = await fetch("/api/v1/predict?explain=1", { method: "POST", body: body });
+      // When the server was started with FAKEDETECT_API_TOKEN, ask for the token once per tab.
+      const headers = {};
+      const token = sessionStorage.getItem("fakedetect-token");
+      if (token) headers["Authorization"] = "Bearer " + token;
+      const resp = await fetch("/api/v1/predict?explain=1", { method: "POST", body: body, headers: headers });
+      if (resp.status === 401) {
+        const given = window.prompt("This server needs an API token:");
+        if (given) {
+          sessionStorage.setItem("fakedetect-token", given);
+          return analyse(file);
+        }
+      }
       const data = await resp.json().catch(() => ({ error: "the server answered " + resp.status }));
       if (!resp.ok) {
         result.hidden = true;
