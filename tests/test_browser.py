@@ -26,10 +26,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_run):
+def _start(tiny_run, **env_extra):
     port = _free_port()
-    env = dict(os.environ, FAKEDETECT_MAX_UPLOAD_MB="1")
+    env = dict(os.environ, FAKEDETECT_MAX_UPLOAD_MB="1", **env_extra)
     proc = subprocess.Popen([sys.executable, "-m", "fakedetect", "serve", str(tiny_run), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -45,9 +44,23 @@ def server(tiny_run):
     else:
         proc.kill()
         raise RuntimeError("server did not start in 90 s")
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    proc, url = _start(tiny_run)
     yield url
     proc.terminate()
     proc.wait(20)
+
+
+def _browser(p):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium not installed (apt-get install chromium); .ci/run installs it")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    return p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
 
 
 def _post(url: str, field_files: list[tuple[str, bytes]]):
@@ -82,14 +95,10 @@ def test_gunicorn_serves_real_uploads_and_bad_ones(server, tiny_data):
 
 def test_browser_upload_shows_probabilities_and_heatmap(server, tiny_data, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium not installed (apt-get install chromium); .ci/run installs it")
     img = tmp_path / "upload me.png"
     Image.open(io.BytesIO(_photo(tiny_data))).resize((320, 320)).save(img)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        browser = _browser(p)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         page.goto(server + "/")
         page.set_input_files("#file", str(img))
@@ -112,3 +121,25 @@ def test_browser_upload_shows_probabilities_and_heatmap(server, tiny_data, tmp_p
         assert "not an image" in page.inner_text("#status")
         browser.close()
     assert (ARTIFACTS / "web_prediction.png").stat().st_size > 10_000
+
+
+def test_browser_with_api_token_asks_for_it(tiny_run, tiny_data, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    proc, url = _start(tiny_run, FAKEDETECT_API_TOKEN="s3cret")
+    img = tmp_path / "a.jpg"
+    img.write_bytes(_photo(tiny_data))
+    asked = []
+    try:
+        with playwright.sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page()
+            page.on("dialog", lambda d: (asked.append(d.message), d.accept("s3cret")))
+            page.goto(url + "/")
+            page.set_input_files("#file", str(img))
+            page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+            assert "%" in page.inner_text("#prob-fake")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert asked and "token" in asked[0]
