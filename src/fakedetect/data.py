@@ -207,8 +207,6 @@ def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
     """Opens and fully decodes one file with Pillow; never raises for a bad file."""
     import stat
 
-    from PIL import Image
-
     info = ImageInfo(str(path))
     try:
         st = os.stat(path)  # follows symlinks; a loop or a dangling link raises here
@@ -222,12 +220,23 @@ def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
     except OSError as e:
         info.error = f"cannot read: {e.strerror or e}"
         return info
+    if hash_bytes:
+        info.sha1 = hashlib.sha1(data).hexdigest()
+    return check_bytes(data, info)
+
+
+def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None) -> ImageInfo:
+    """Fills ``info`` from encoded image bytes, fully decoding them with Pillow; never raises for bad bytes.
+
+    Args:
+        on_open: called with the open Pillow image once its format and size are accepted (to read more facts).
+    """
+    from PIL import Image
+
     info.nbytes = len(data)
     if not data:
         info.error = "empty file"
         return info
-    if hash_bytes:
-        info.sha1 = hashlib.sha1(data).hexdigest()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -239,6 +248,8 @@ def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
                 elif info.width * info.height > MAX_PIXELS:
                     info.error = f"image too large ({info.width}x{info.height} pixels)"
                 else:
+                    if on_open is not None:
+                        on_open(im)
                     im.load()
     except Image.DecompressionBombError as e:
         info.error = f"image too large: {e}"

@@ -284,9 +284,9 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     if not resume:
         write_json(run_dir / STATE_FILE, {"data_root": str(Path(data_root).resolve()), "phase": "frozen"})
 
-    def restore_lr():
+    def restore_lr(m):
         if resume and "learning_rate" in state:
-            model.optimizer.learning_rate = state["learning_rate"]
+            m.optimizer.learning_rate = state["learning_rate"]
 
     if cfg.epochs_frozen > 0 and phase == "frozen":
         start = int(state.get("epoch", 0))
@@ -303,8 +303,7 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
                 f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
         with strategy.scope():
             compile_model(fit_model, cfg.lr_frozen * lr_scale)
-        if resume and "learning_rate" in state:
-            fit_model.optimizer.learning_rate = state["learning_rate"]
+        restore_lr(fit_model)
         fit_model.fit(fit_train, validation_data=fit_val, epochs=cfg.epochs_frozen, class_weight=weights,
                       callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "frozen", state), verbose=verbose)
         # BackupAndRestore leaves the restored epoch on the model, where Keras would apply it to the next fit.
@@ -326,7 +325,7 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
             + (f" (resuming after epoch {start})" if resume and start > done else ""))
         with strategy.scope():
             compile_model(model, cfg.lr_finetune * lr_scale)
-        restore_lr()
+        restore_lr(model)
         recorder.phase = "finetune"
         model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + cfg.epochs_finetune,
                   class_weight=weights, callbacks=_callbacks(run_dir, cfg, recorder, checkpoint, "finetune", state),

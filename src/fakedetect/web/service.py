@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from fakedetect.data import ACCEPTED_FORMATS, MAX_PIXELS
+from fakedetect.data import ImageInfo, check_bytes
 from fakedetect.inference import Run
 
 # The IJG standard luminance quantisation table (quality 50), in natural order.
@@ -47,37 +46,25 @@ def estimate_jpeg_quality(quant: dict) -> int | None:
 
 
 def check_upload(data: bytes, filename: str = "") -> Checked:
-    """Validates upload bytes by content; raises UploadError with the reason. Nothing touches the disk."""
-    from PIL import Image
+    """Validates upload bytes by content (the same checks as for files); raises UploadError with the reason.
 
-    name = f"'{filename}'" if filename else "the upload"
-    if not data:
-        raise UploadError(f"{name} is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                fmt, (w, h), mode = im.format, im.size, im.mode
-                if fmt not in ACCEPTED_FORMATS:
-                    raise UploadError(f"{name}: unsupported image format {fmt} (use JPEG, PNG, WebP, BMP or GIF)")
-                if w * h > MAX_PIXELS:
-                    raise UploadError(f"{name}: image dimensions too large ({w}x{h} pixels; the limit is "
-                                      f"{MAX_PIXELS // 1_000_000} megapixels)")
-                exif = bool(im.getexif())
-                quality = estimate_jpeg_quality(getattr(im, "quantization", None)) if fmt in ("JPEG", "MPO") else None
-                im.load()
-    except UploadError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise UploadError(f"{name}: image dimensions too large ({e})") from None
-    except Exception as e:  # noqa: BLE001 - every decoder failure is the same answer to the client
-        msg = str(e).split("\n")[0]
-        if "cannot identify image file" in msg:
-            raise UploadError(f"{name} is not an image (JPEG, PNG, WebP, BMP or GIF expected)") from None
-        raise UploadError(f"{name} is a corrupt or truncated image ({msg})") from None
-    facts = {"format": fmt, "width": w, "height": h, "mode": mode, "bytes": len(data), "exif": exif,
-             "jpeg_quality_estimate": quality}
-    return Checked(data, facts, pillow_only=not (fmt in ("JPEG", "MPO", "PNG", "GIF", "WEBP") and mode != "CMYK"))
+    Nothing touches the disk.
+    """
+    facts: dict = {}
+
+    def read_facts(im):
+        facts["exif"] = bool(im.getexif())
+        facts["jpeg_quality_estimate"] = (estimate_jpeg_quality(getattr(im, "quantization", None))
+                                          if im.format in ("JPEG", "MPO") else None)
+
+    info = check_bytes(data, ImageInfo(filename or "upload"), on_open=read_facts)
+    if info.error:
+        name = f"'{filename}'" if filename else "the upload"
+        hint = " (JPEG, PNG, WebP, BMP or GIF expected)" if info.error.startswith(("not an", "unsupported")) else ""
+        raise UploadError(f"{name}: {info.error}{hint}")
+    facts = {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
+             "bytes": info.nbytes, **facts}
+    return Checked(data, facts, pillow_only=not info.tf_decodable)
 
 
 class Scorer:
