@@ -53,6 +53,31 @@ def write_bad_files(folder: Path) -> dict[str, str]:
             "bomb.png": "too large"}
 
 
+def tf_rejected_jpeg() -> bytes:
+    """A JPEG with a few hundred random bytes before its end marker: Pillow decodes it, TensorFlow refuses it
+    (found by the upload fuzzer; the web app once answered 500 to it)."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from fakedetect.data import ImageInfo, check_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "JPEG")
+    good = buf.getvalue()
+    for seed in range(500):
+        rng = np.random.default_rng(seed)
+        bad = good[:-2] + rng.integers(0, 256, int(rng.integers(100, 500)), dtype=np.uint8).tobytes() + b"\xff\xd9"
+        if check_bytes(bad, ImageInfo("x")).error is None:
+            try:
+                tf.io.decode_image(bad, channels=3, expand_animations=False)
+            except tf.errors.InvalidArgumentError:
+                return bad
+    raise AssertionError("no JPEG that Pillow accepts and TensorFlow refuses was found")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "cifake-train.tar.gz").exists():
@@ -72,4 +97,20 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_data, load_config(None, TINY_TRAIN), out, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def calibrated_run(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run with a temperature of 2.5 and a threshold of 0.4 (its validation is too small to fit them),
+    so that a test can tell calibrated outputs, and the run's threshold, from raw ones."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("runs") / "calibrated"
+    shutil.copytree(tiny_run, out)
+    card = json.loads((out / "model.json").read_text())
+    card["calibration"] = {"method": "set by the tests", "temperature": 2.5}
+    card["threshold"] = 0.4
+    (out / "model.json").write_text(json.dumps(card))
     return out

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from fakedetect.backbones import BACKBONES, WeightsUnavailable, build_backbone
+from fakedetect.backbones import BACKBONES, WeightsError, WeightsUnavailable, build_backbone
 from fakedetect.model import build_model, get_backbone, unfreeze
 
 
@@ -84,7 +84,7 @@ def test_offline_imagenet_download_gives_clear_message(monkeypatch, tmp_path):
 
 
 def test_weights_path_missing():
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
+    with pytest.raises(WeightsError, match="weights file not found"):
         build_backbone("efficientnet-lite0", "/no/such/weights.h5")
 
 

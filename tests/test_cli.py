@@ -96,7 +96,7 @@ def test_train_bad_data_fails_before_any_work(tmp_path, make, message):
 
 def test_train_bad_option_names_the_field(tiny_data, tmp_path):
     res = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--backbone", "resnet9000"])
-    assert res.exit_code == 1 and "backbone" in res.output and "efficientnet-lite0" in res.output
+    assert res.exit_code == 2 and "backbone" in res.output and "efficientnet-lite0" in res.output
 
 
 def test_demo_runs_end_to_end_on_given_data(tiny_data, tmp_path, monkeypatch):

@@ -3,13 +3,15 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 
 from fakedetect.cli import main
 from fakedetect.data import check_image
 
-from .conftest import TINY_TRAIN, write_bad_files
+from .conftest import TINY_TRAIN, tf_rejected_jpeg, write_bad_files
 
 
 def _seed_hostile(folder):
@@ -21,18 +23,21 @@ def _seed_hostile(folder):
     locked = folder / "locked.jpg"
     shutil.copy(next(p for p in folder.parent.glob("*/*.jpg") if p.is_file() and p.stat().st_size > 100), locked)
     locked.chmod(0)
+    (folder / "tf_rejects.jpg").write_bytes(tf_rejected_jpeg())
     (folder / "dir_named.jpg").mkdir()
     (folder / "dir_named.jpg" / "inside.txt").write_text("x")
-    expected.update({"loop_a.jpg": "", "loop_b.jpg": "", "dangling.png": "", "pipe.jpg": "not a regular file",
-                     "inside.txt": "not an image"})
+    expected.update({"loop_a.jpg": "cannot read: Too many levels of symbolic links",
+                     "loop_b.jpg": "cannot read: Too many levels of symbolic links",
+                     "dangling.png": "cannot read: No such file or directory", "pipe.jpg": "not a regular file",
+                     "inside.txt": "not an image", "tf_rejects.jpg": "TensorFlow's decoder rejected it"})
     return expected
 
 
 def test_check_image_never_raises_on_hostile_files(tmp_path):
     expected = _seed_hostile_standalone(tmp_path)
-    for name in expected:
-        info = check_image(next(tmp_path.rglob(name)) if name == "inside.txt" else tmp_path / name)
-        assert info.error, name
+    for name, reason in expected.items():
+        info = check_image(next(tmp_path.rglob(name)) if name == "inside.txt" else tmp_path / name, tf_verify=True)
+        assert info.error and reason in info.error, (name, info.error)
 
 
 def _seed_hostile_standalone(tmp_path):
@@ -55,12 +60,31 @@ def test_train_and_evaluate_finish_and_list_every_bad_file(tiny_data, tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     skipped = (run / "skipped.txt").read_text()
+    reasons = {Path(line.split("\t")[0]).name: line.split("\t")[1] for line in skipped.splitlines()}
     running_as_root = os.geteuid() == 0  # root reads a chmod-0 file: then it is a usable image, not skipped
-    for name in expected:
-        assert name in skipped, (name, skipped)
+    for name, reason in expected.items():
+        assert name in reasons and reason in reasons[name], (name, reasons.get(name))
     assert ("locked.jpg" in skipped) != running_as_root
     out = tmp_path / "eval"
     res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(data), "--out", str(out)])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["skipped"] == len(expected) + (0 if running_as_root else 1)
+
+
+def test_predict_and_the_pipeline_skip_a_file_only_tensorflow_rejects(tiny_run, tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from fakedetect.inference import DECODE_FAILED, load_run, predict_raw
+
+    bad = tmp_path / "tf_rejects.jpg"
+    bad.write_bytes(tf_rejected_jpeg())
+    fine = next((tiny_data / "real").glob("*.jpg"))
+    shutil.copy(fine, tmp_path / "fine.jpg")
+    res = CliRunner().invoke(main, ["predict", str(tiny_run), str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert f"{bad}: {DECODE_FAILED}" in res.output and "1 scored, 1 unreadable" in res.output
+    # Should such a file reach the pipeline anyway, it is dropped (NaN), never an error that ends the run.
+    run = load_run(tiny_run)
+    raw = predict_raw(run.model, [str(bad), str(fine), str(bad)], run.image_size, batch_size=2)
+    assert np.isnan(raw[0]) and np.isnan(raw[2]) and 0 <= raw[1] <= 1

@@ -13,6 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fakedetect.errors import OutputExistsError
+
+
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_dir(path: str | os.PathLike) -> None:
+    """Gives a folder made private by ``tempfile`` (0700) the permissions of a folder made with the umask."""
+    os.chmod(path, 0o777 & ~current_umask())
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -30,6 +44,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; the result is a file like any other
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -38,13 +53,27 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
             tmp_path.unlink()
 
 
-def fresh_dir(path: str | os.PathLike, overwrite: bool, what: str = "output folder",
-              error: type[FileExistsError] = FileExistsError) -> Path:
-    """Creates ``path``; refuses one that already holds files unless ``overwrite`` (never clobber a user's run)."""
+def check_out_dir(path: str | os.PathLike, overwrite: bool, what: str = "output folder",
+                  error: type[FileExistsError] = OutputExistsError) -> Path:
+    """Raises ``error`` unless ``path`` can become a fresh output folder (checked before any work starts)."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not overwrite:
+    if path.exists() and not path.is_dir():
+        raise error(f"{what} {path} is a file, not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise error(f"{what} {path} already exists and is not empty; choose another --out, "
                     "or pass --overwrite to replace its files")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"cannot create {what} {path}: {parent} is a file")
+            break
+    return path
+
+
+def fresh_dir(path: str | os.PathLike, overwrite: bool, what: str = "output folder",
+              error: type[FileExistsError] = OutputExistsError) -> Path:
+    """Creates ``path``; refuses one that already holds files unless ``overwrite`` (never clobber a user's run)."""
+    path = check_out_dir(path, overwrite, what, error)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -6,15 +6,12 @@ feature map; the classification head lives in :mod:`fakedetect.model`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from fakedetect.atomic import atomic_path
-
-
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights could not be had (typically: no internet for Keras' download)."""
+from fakedetect.errors import ConfigError, WeightsError, WeightsUnavailable  # noqa: F401 - re-exported
+from fakedetect.paths import cache_dir
 
 
 @dataclass(frozen=True)
@@ -53,18 +50,40 @@ _LITE_STAGES = [
 ]
 
 
+_DEPTH = {"b0": 1.0, "b1": 1.1, "b2": 1.2, "b3": 1.4, "b4": 1.8, "b5": 2.2, "b6": 2.6, "b7": 3.1}
+_B0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+
+
+def block_ids(name: str) -> list[str]:
+    """The backbone's layer-name prefixes in order: ``stem_``, ``block1a_`` ... ``top_`` (no model built)."""
+    import math
+
+    spec = get_spec(name)
+    if spec.family == "lite":
+        repeats = spec.depth_repeats
+    else:
+        d = _DEPTH[name.rsplit("-", 1)[1]]
+        repeats = tuple(int(math.ceil(d * r)) for r in _B0_REPEATS)  # as keras.applications.efficientnet
+    ids = ["stem_"] + [f"block{s + 1}{chr(97 + r)}_" for s, n in enumerate(repeats) for r in range(n)]
+    return ids + ["top_"]
+
+
+def check_unfreeze(name: str, top: int | str) -> None:
+    """Raises ConfigError for an ``unfreeze`` block name that matches no layer of the backbone."""
+    if isinstance(top, int):
+        return
+    ids = block_ids(name)
+    if not any(i.startswith(top) or top.startswith(i) for i in ids):
+        blocks = sorted({i.rstrip("_")[:6] for i in ids if i.startswith("block")})
+        raise ConfigError(f"invalid unfreeze={top!r}: no layer of {name} starts with it; use a number of top "
+                          f"layers or a block name: {', '.join(blocks)} (or e.g. {ids[-2].rstrip('_')})")
+
+
 def get_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
-
-
-def cache_dir() -> Path:
-    """User cache folder for converted weights: $FAKEDETECT_CACHE, else $XDG_CACHE_HOME/fakedetect."""
-    if os.environ.get("FAKEDETECT_CACHE"):
-        return Path(os.environ["FAKEDETECT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fakedetect"
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
 
 
 def build_backbone(name: str, weights: str = "imagenet", image_size: int | None = None, include_top: bool = False):
@@ -79,13 +98,13 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
 
     Raises:
         WeightsUnavailable: ImageNet weights cannot be downloaded or found, with what to do instead.
-        FileNotFoundError: ``weights`` is a path that does not exist.
+        WeightsError: ``weights`` is a path that does not exist, of an unknown format, or refused as unsafe.
     """
     spec = get_spec(name)
     size = image_size or spec.image_size
     wmode = weights.lower() if weights.lower() in ("imagenet", "none") else "path"
-    if wmode == "path" and not Path(weights).is_file():
-        raise FileNotFoundError(f"weights file not found: {weights}")
+    if wmode == "path":
+        check_weights_file(name, weights)
     if spec.family == "keras":
         model = _build_keras_app(spec, wmode, weights, size, include_top)
     else:
@@ -97,6 +116,72 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
     if wmode == "path" and not weights.endswith(".pth"):
         model.load_weights(weights, skip_mismatch=False)
     return model
+
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".keras", ".weights.h5", ".h5", ".hdf5")
+
+
+def check_weights_file(backbone: str, weights: str | Path) -> Path:
+    """Checks a ``--weights`` file before any run folder exists, without running anything it holds.
+
+    PyTorch checkpoints (Lite backbones) are read with a restricted unpickler and mapped onto the architecture;
+    Keras files (``.keras``, ``.h5``) must not hold a Lambda layer (Python code): only their weights are loaded,
+    never their layers.
+
+    Raises:
+        WeightsError: the file is missing, of an unknown format, refused, or does not fit the backbone.
+    """
+    import json
+    import zipfile
+
+    spec = get_spec(backbone)
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    lower = path.name.lower()
+    if not lower.endswith(WEIGHT_SUFFIXES):
+        raise WeightsError(f"{path}: unknown weights format; expected one of {', '.join(WEIGHT_SUFFIXES)} "
+                           "(or --weights imagenet / none)")
+    if lower.endswith((".pth", ".pt")):
+        if spec.family != "lite":
+            raise WeightsError(f"{path}: PyTorch checkpoints are read for the Lite backbones only; for {backbone} "
+                               "give a Keras weights file (.weights.h5 or .keras)")
+        from fakedetect.torch_weights import load_state_dict
+
+        try:
+            _torch_to_keras_names(backbone, load_state_dict(path))
+        except KeyError as e:
+            raise WeightsError(f"{path} does not fit {backbone}: no tensor {e}") from None
+        return path
+    config = None
+    if lower.endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise WeightsError(f"{path} is not a Keras .keras file (not a zip archive)")
+        with zipfile.ZipFile(path) as z:
+            if "config.json" in z.namelist():
+                config = z.read("config.json").decode("utf-8", "replace")
+    else:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                config = f.attrs.get("model_config")
+        except OSError as e:
+            raise WeightsError(f"{path} is not an HDF5 weights file ({e})") from None
+        if isinstance(config, bytes):
+            config = config.decode("utf-8", "replace")
+    if config and _has_lambda(json.loads(config)):
+        raise WeightsError(f"refusing {path}: it holds a Lambda layer, i.e. Python code that loading could run. "
+                           "fakedetect reads weights only: save them with model.save_weights('name.weights.h5')")
+    return path
+
+
+def _has_lambda(node) -> bool:
+    if isinstance(node, dict):
+        return node.get("class_name") in ("Lambda", "TFOpLambda") or any(_has_lambda(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_lambda(v) for v in node)
+    return False
 
 
 def _build_keras_app(spec: BackboneSpec, wmode: str, weights: str, size: int, include_top: bool):
@@ -216,7 +301,7 @@ def _torch_to_keras_names(name: str, sd: dict) -> dict[str, list]:
             out[p + "project_bn"] = bn(t + "_bn2")
             j += 1
     if f"_blocks.{j}._depthwise_conv.weight" in sd:
-        raise ValueError(f"the weights file has more blocks than {name}")
+        raise WeightsError(f"the weights file has more blocks than {name}")
     return out
 
 
@@ -241,5 +326,5 @@ def load_lite_weights(model, name: str, pth: Path, cache: bool = True) -> None:
             n = len(layer.weights)
             layer.set_weights([arrays[f"{layer.name}/{i}"] for i in range(n)])
         elif layer.weights:
-            raise ValueError(f"no weights for layer {layer.name} in {pth}")
+            raise WeightsError(f"no weights for layer {layer.name} in {pth}")
 

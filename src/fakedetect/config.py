@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
+from fakedetect.errors import ConfigError  # noqa: F401 - re-exported
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
 
 
 @dataclass
@@ -106,6 +106,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
+def presets() -> dict[str, str]:
+    """Shipped recipes: name -> one-line purpose (the first comment line of its YAML file)."""
+    out = {}
+    for f in sorted(PRESET_DIR.glob("*.yaml")):
+        first = next((ln for ln in f.read_text(encoding="utf-8").splitlines() if ln.startswith("#")), "# ")
+        out[f.stem] = first.lstrip("# ").strip()
+    return out
+
+
 def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
@@ -147,6 +156,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epochs_frozen", "epochs_finetune", "early_stopping_patience", "reduce_lr_patience"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and v >= 0, name, v, "a non-negative integer")
+    _check(cfg.epochs_frozen + cfg.epochs_finetune >= 1, "epochs_frozen + epochs_finetune",
+           cfg.epochs_frozen + cfg.epochs_finetune, "at least 1 (a run with no epoch trains nothing)")
     for name in ("lr_frozen", "lr_finetune"):
         v = getattr(cfg, name)
         _check(isinstance(v, (int, float)) and v > 0, name, v, "a positive number")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fakedetect import CLASS_NAMES
+from fakedetect.errors import DataError, OutputExistsError  # noqa: F401 - re-exported
 
 CLASS_ALIASES = {"real": 0, "0_real": 0, "fake": 1, "1_fake": 1}
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -29,10 +30,9 @@ TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP"}
 ACCEPTED_FORMATS = TF_FORMATS | {"BMP", "TIFF", "PPM"}
 MAX_PIXELS = 64_000_000  # a larger image is refused unread (decompression-bomb guard)
 MAX_FILE_BYTES = 512_000_000
+TF_REJECTED = "corrupt image: TensorFlow's decoder rejected it"
 
 
-class DataError(ValueError):
-    """The data folder cannot be used as given (missing, empty class, no images...)."""
 
 
 @dataclass
@@ -62,7 +62,10 @@ class Split:
     labels: list[int] = field(default_factory=list)
     pillow_only: list[bool] = field(default_factory=list)
     pixels: list[int] = field(default_factory=list)  # width * height per image
+    digests: list[str] = field(default_factory=list)  # sha1 of each file's bytes (to find test/train overlap)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    COLUMNS = ("paths", "labels", "pillow_only", "pixels", "digests")
 
     def counts(self) -> dict[str, int]:
         arr = np.asarray(self.labels, dtype=int)
@@ -70,6 +73,22 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def take(self, keep: Iterable[int], name: str | None = None) -> Split:
+        """A new split of the images at positions ``keep`` (in that order); ``skipped`` is not copied."""
+        keep = [int(i) for i in keep]
+        out = Split(name or self.name)
+        for col in self.COLUMNS:
+            values = getattr(self, col)
+            setattr(out, col, [values[i] for i in keep] if values else [])
+        return out
+
+    def without(self, drop: Iterable[int], reason: str) -> Split:
+        """A copy without the images at positions ``drop``, which join ``skipped`` with ``reason``."""
+        drop = set(int(i) for i in drop)
+        out = self.take(i for i in range(len(self)) if i not in drop)
+        out.skipped = list(self.skipped) + [(self.paths[i], reason) for i in sorted(drop)]
+        return out
 
 
 def _class_dirs(folder: Path) -> dict[int, Path]:
@@ -96,6 +115,33 @@ def list_files(folder: Path) -> list[Path]:
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
+def archive_fingerprint(path: Path, sample: int = 1 << 20) -> str:
+    """A key for an archive's extracted copy: its resolved path, size, modification time and the bytes of its
+    first and last MiB (so a different archive under the same name never reuses another one's folder)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    h = hashlib.sha1(f"{path}\n{st.st_size}\n{st.st_mtime_ns}\n".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(sample))
+        if st.st_size > sample:
+            f.seek(max(sample, st.st_size - sample))
+            h.update(f.read(sample))
+    return h.hexdigest()[:12]
+
+
+def folder_fingerprint(root: Path, files: Iterable[Path]) -> str:
+    """A key for data derived from a folder: its resolved path and every file's relative path, size and mtime."""
+    root = Path(root).resolve()
+    h = hashlib.sha1(f"{root}\n".encode())
+    for f in sorted(str(p) for p in files):
+        try:
+            st = os.stat(f)
+            h.update(f"{os.path.relpath(f, root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\t-\n".encode())
+    return h.hexdigest()[:12]
+
+
 def resolve_data(path: str | Path, cache: Path | None = None, log=None) -> Path:
     """Returns a folder for ``path``: the folder itself, or an archive's contents extracted (once) to a cache.
 
@@ -114,15 +160,16 @@ def resolve_data(path: str | Path, cache: Path | None = None, log=None) -> Path:
         return path
     if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise DataError(f"{path} is a file, not a folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})")
-    from fakedetect.backbones import cache_dir
+    from fakedetect.paths import cache_dir
 
-    st = path.stat()
     stem = path.name
     for suf in ARCHIVE_SUFFIXES:
         if stem.lower().endswith(suf):
             stem = stem[: -len(suf)]
-    dest = (cache or cache_dir() / "datasets") / f"{stem}-{st.st_size:x}-{int(st.st_mtime):x}"
+    dest = (cache or cache_dir() / "datasets") / f"{stem}-{archive_fingerprint(path)}"
     if dest.is_dir():
+        if log:
+            log(f"reusing {dest} (extracted earlier from {path})")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     if log:
@@ -203,7 +250,7 @@ def choose_split(layout: dict, preferred: str, root: str | Path) -> str:
                     "point the command at one of them")
 
 
-def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
+def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = False) -> ImageInfo:
     """Opens and fully decodes one file with Pillow; never raises for a bad file."""
     import stat
 
@@ -222,14 +269,16 @@ def check_image(path: str | Path, hash_bytes: bool = False) -> ImageInfo:
         return info
     if hash_bytes:
         info.sha1 = hashlib.sha1(data).hexdigest()
-    return check_bytes(data, info)
+    return check_bytes(data, info, tf_verify=tf_verify)
 
 
-def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None) -> ImageInfo:
+def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, tf_verify: bool = False) -> ImageInfo:
     """Fills ``info`` from encoded image bytes, fully decoding them with Pillow; never raises for bad bytes.
 
     Args:
         on_open: called with the open Pillow image once its format and size are accepted (to read more facts).
+        tf_verify: also decode with TensorFlow's decoder the files that the pipeline will decode with it: some
+            damaged JPEGs that Pillow accepts (garbage before the end marker) are refused by TensorFlow.
     """
     from PIL import Image
 
@@ -256,17 +305,25 @@ def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None) -
     except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable file
         msg = str(e).split("\n")[0] or type(e).__name__
         info.error = "not an image" if "cannot identify image file" in msg else f"corrupt image: {msg}"
+    if tf_verify and info.error is None and info.tf_decodable:
+        import tensorflow as tf
+
+        try:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            reason = (e.message or type(e).__name__).split(". ")[0].split("] ")[-1]
+            info.error = f"{TF_REJECTED} ({reason})"
     return info
 
 
 def check_images(paths: Iterable[str | Path], hash_bytes: bool = False, workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[ImageInfo]:
+                 progress: Callable[[int, int], None] | None = None, tf_verify: bool = False) -> list[ImageInfo]:
     """Checks many files in threads (Pillow's decoders release the GIL); keeps the input order."""
     paths = list(paths)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     out: list[ImageInfo] = []
     with ThreadPoolExecutor(workers) as ex:
-        for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes), paths, chunksize=64)):
+        for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes, tf_verify), paths, chunksize=64)):
             out.append(info)
             if progress and ((i + 1) % 1000 == 0 or i + 1 == len(paths)):
                 progress(i + 1, len(paths))
@@ -290,7 +347,7 @@ def subsample(files: dict[int, list[Path]], max_per_class: int | None, seed: int
 def to_split(name: str, files: dict[int, list[Path]], progress=None, require_both: bool = True) -> Split:
     """Checks the files of one split and keeps the usable ones; an emptied class is an error if ``require_both``."""
     flat = [(p, label) for label in sorted(files) for p in files[label]]
-    infos = check_images([p for p, _ in flat], progress=progress)
+    infos = check_images([p for p, _ in flat], hash_bytes=True, progress=progress, tf_verify=True)
     split = Split(name)
     for (_, label), info in zip(flat, infos, strict=True):
         if info.error:
@@ -300,6 +357,7 @@ def to_split(name: str, files: dict[int, list[Path]], progress=None, require_bot
             split.labels.append(label)
             split.pillow_only.append(not info.tf_decodable)
             split.pixels.append(info.width * info.height)
+            split.digests.append(info.sha1)
     for label, n in enumerate(split.counts().values()):
         if n == 0 and (require_both or not split.paths):
             raise DataError(f"no readable '{CLASS_NAMES[label]}' image in split '{name}' "
@@ -320,21 +378,15 @@ def carve_validation(split: Split, fraction: float, seed: int) -> tuple[Split, S
         n_val = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
         val_idx.extend(rng.permutation(idx)[:n_val].tolist())
     val_set = set(val_idx)
-
-    def take(name, keep):
-        s = Split(name)
-        for i in range(len(split)):
-            if keep(i):
-                s.paths.append(split.paths[i])
-                s.labels.append(split.labels[i])
-                s.pillow_only.append(split.pillow_only[i])
-                s.pixels.append(split.pixels[i])
-        return s
-
-    train = take("train", lambda i: i not in val_set)
-    val = take("val", lambda i: i in val_set)
+    train = split.take((i for i in range(len(split)) if i not in val_set), "train")
+    val = split.take((i for i in range(len(split)) if i in val_set), "val")
     train.skipped = list(split.skipped)
     return train, val
+
+
+def digest_ids(digests: Iterable[str]) -> np.ndarray:
+    """Compact content ids: the first 64 bits of each sha1, as unsigned integers (collisions are negligible)."""
+    return np.array([int(d[:16], 16) for d in digests], dtype=np.uint64)
 
 
 def write_holdout_split(root: str | Path, dest: str | Path, test_fraction: float = 0.2, seed: int = 42,
@@ -354,7 +406,7 @@ def write_holdout_split(root: str | Path, dest: str | Path, test_fraction: float
     files = next(iter(layout.values()))
     dest = Path(dest)
     if dest.exists():
-        raise FileExistsError(f"{dest} already exists")
+        raise OutputExistsError(f"{dest} already exists; choose another --out")
     rng = np.random.default_rng(seed)
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
     tmp = dest.with_name(f".{dest.name}.partial")

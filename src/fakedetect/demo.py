@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fakedetect.backbones import cache_dir
+from fakedetect.paths import cache_dir
 
 # Where the project's developers and CI find CIFAKE's training archive (relative to the working folder).
 DEFAULT_ARCHIVES = ("../shared/data/cifake-train.tar.gz", "shared/data/cifake-train.tar.gz")
@@ -49,13 +49,65 @@ def find_demo_data(data: str | Path | None = None, log=print) -> DemoData:
 def holdout_root(root: Path, log=print, test_fraction: float = 0.1, seed: int = 42) -> Path:
     """A folder with train/ and test/ splits for ``root``: itself if it has a test/ split, else a cached
     stratified hold-out made of symlinks (the test images are never trained on)."""
-    from fakedetect.data import discover, write_holdout_split
+    from fakedetect.data import discover, folder_fingerprint, write_holdout_split
 
     layout = discover(root)
     if "test" in layout:
         return root
-    dest = cache_dir() / "datasets" / f"{root.name}-holdout{int(test_fraction * 100)}-seed{seed}"
-    if not dest.exists():
-        log(f"holding out {test_fraction:.0%} of the images as a test split (symlinks in {dest})")
+    # Keyed on the folder's resolved path and its files: a different folder of the same name gets its own split.
+    files = [p for classes in layout.values() for paths in classes.values() for p in paths]
+    key = folder_fingerprint(root, files)
+    dest = cache_dir() / "datasets" / f"{root.name}-holdout{round(test_fraction * 100)}-seed{seed}-{key}"
+    if dest.exists():
+        log(f"reusing the hold-out split of {root.resolve()} made earlier: {dest}")
+    else:
+        log(f"holding out {test_fraction:.0%} of {root.resolve()} as a test split (symlinks in {dest})")
         write_holdout_split(root, dest, test_fraction, seed)
     return dest
+
+
+@dataclass
+class DemoResult:
+    run_dir: Path
+    eval_dir: Path
+    metrics: dict
+    synthetic: bool
+
+
+def run_demo(data: str | Path | None = None, out: str | Path | None = None, max_per_class: int = 1000,
+             log=print) -> DemoResult:
+    """The main job end to end: find data, inspect it, hold out a test split, train the CPU recipe on it,
+    evaluate on the held-out images, and say where everything is."""
+    import datetime as dt
+
+    from fakedetect.config import load_config
+    from fakedetect.data import resolve_data
+    from fakedetect.evaluate import evaluate, summary_table
+    from fakedetect.inspection import inspect_data
+    from fakedetect.train import train
+
+    found = find_demo_data(data, log=log)
+    note = "  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""
+    log(f"== 1/4 data: {'SYNTHETIC (generated, not real images)' if found.synthetic else found.path}")
+    root = resolve_data(found.path, log=log)
+    report = inspect_data(root)
+    log(report.table.to_string(index=False))
+    for w in report.warnings:
+        log(f"warning: {w}")
+    split_root = holdout_root(root, log=log)
+    out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}{'-synthetic' if found.synthetic else ''}"
+    cfg = load_config("cpu", {"max_per_class": max_per_class})
+    log(f"== 2/4 training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
+    result = train(split_root, cfg, out, log=log)
+    log("== 3/4 evaluating on the held-out test split (never trained on)")
+    ev = evaluate(result.run_dir, split_root, result.run_dir / "eval-test", log=log)
+    log(summary_table(ev.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    log("\n== summary" + note)
+    log(f"run folder:       {result.run_dir}")
+    log(f"model:            {result.run_dir / 'model.keras'}")
+    log(f"training curves:  {result.run_dir / 'training_curves.png'}")
+    log(f"test report:      {ev.out_dir / 'report.html'}")
+    auc = ev.metrics["roc_auc"]
+    log(f"test:             accuracy {ev.metrics['accuracy']:.4f}, AUC "
+        f"{'undefined' if auc is None else f'{auc:.4f}'} on {ev.metrics['n']} held-out images" + note)
+    return DemoResult(result.run_dir, ev.out_dir, ev.metrics, found.synthetic)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from fakedetect.errors import StrategyError
+
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 
@@ -31,18 +33,18 @@ def make_strategy(name: str = "auto", devices: list[str] | None = None):
     import tensorflow as tf
 
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+        raise StrategyError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     n_cpus = int(os.environ.get("FAKEDETECT_LOGICAL_CPUS", "0") or 0)
     if n_cpus > 1:
         split_cpu(n_cpus)
     if name == "multi-worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multi-worker needs $TF_CONFIG (the cluster and this worker's task)")
+            raise StrategyError("--strategy multi-worker needs $TF_CONFIG (the cluster and this worker's task)")
         if not os.environ.get("FAKEDETECT_TRY_MULTI_WORKER"):
             # Checked here with TF 2.21 / Keras 3.15: Keras 3's fit() fails under MultiWorkerMirroredStrategy
             # (strategy.reduce on the first batch, then "Invalid reduction dimension 0" when reducing metrics;
             # tensorflow/tensorflow#72388). Say so before any work instead of crashing in the first epoch.
-            raise ValueError(
+            raise StrategyError(
                 "--strategy multi-worker is not usable with Keras 3 (TensorFlow 2.21): Keras' fit() fails under "
                 "MultiWorkerMirroredStrategy (tensorflow/tensorflow#72388). Train on one machine with "
                 "--strategy mirrored (all its GPUs); set FAKEDETECT_TRY_MULTI_WORKER=1 to try it anyway.")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from fakedetect import CLASS_NAMES
-from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
-from fakedetect.data import Split, choose_split, discover, to_split
-from fakedetect.inference import Run, load_run, predict_raw
+from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
+from fakedetect.data import Split, choose_split, digest_ids, discover, to_split
+from fakedetect.inference import DECODE_FAILED, HASHES_FILE, Run, load_run, predict_raw
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
 
 Log = Callable[[str], None]
@@ -40,8 +40,10 @@ def load_test_split(data: str | Path, log: Log = print) -> Split:
     """The split to evaluate: ``test`` if the folder has one, else the folder's only split."""
     layout = discover(data, require_both=False)
     name = choose_split(layout, "test", data)
-    if name != "test" and len(layout) > 1:
-        log(f"evaluating split '{name}'")
+    log(f"scoring every image of {data} (it has no splits)" if name == "all" else f"scoring split '{name}' of {data}")
+    if name in ("train", "val"):
+        log(f"WARNING: {data} holds only a '{name}' split: you are scoring images meant for training or "
+            "validation, not a held-out test set")
 
     def progress(i, n):
         if i == n or i % 5000 == 0:
@@ -56,7 +58,39 @@ def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log |
             log(f"  scored {i}/{n} images")
 
     raw = predict_raw(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb, progress)
+    failed = np.flatnonzero(np.isnan(raw))
+    if len(failed):
+        split, raw = split.without(failed, DECODE_FAILED), np.delete(raw, failed)
     return Scored(split, raw, run.calibrate(raw))
+
+
+def overlap_with_training(run: Run, s: Scored, log: Log = print) -> dict | None:
+    """How many test images are byte-identical to the run's training or validation images, and the metrics on
+    the others. None for a run that recorded no content ids (trained before they were recorded)."""
+    path = run.path / HASHES_FILE
+    if not path.is_file() or not s.split.digests:
+        return None
+    with np.load(path) as z:
+        train_ids, val_ids = z["train"], z["val"]
+    ids = digest_ids(s.split.digests)
+    in_train, in_val = np.isin(ids, train_ids), np.isin(ids, val_ids)
+    seen = in_train | in_val
+    out = {"n": int(seen.sum()), "share": float(seen.mean()) if len(ids) else 0.0,
+           "in_train": int(in_train.sum()), "in_val": int(in_val.sum()), "metrics_without_overlap": None}
+    if out["n"]:
+        keep = ~seen
+        if keep.any():
+            out["metrics_without_overlap"] = binary_metrics(s.y[keep], s.prob[keep], run.threshold)
+        log(f"WARNING: {out['n']} of {len(ids)} test images ({out['share']:.1%}) are byte-identical to images this "
+            f"run was trained on ({out['in_train']}) or validated on ({out['in_val']}): scores on them say "
+            "nothing about new images.")
+        m = out["metrics_without_overlap"]
+        if m is None:
+            log("WARNING: every test image was seen in training or validation: these metrics are not a test.")
+        else:
+            auc = "undefined" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+            log(f"         on the {m['n']} images it never saw: accuracy {m['accuracy']:.4f}, ROC AUC {auc}")
+    return out
 
 
 def full_metrics(run: Run, s: Scored) -> dict:
@@ -69,10 +103,12 @@ def full_metrics(run: Run, s: Scored) -> dict:
     return m
 
 
-def new_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwrite: bool, kind: str = "eval"):
+def plan_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwrite: bool,
+                 kind: str = "eval") -> Path:
+    """The output folder (``out``, or a new one in the run), checked before any work; not created yet."""
     if out is None:
         out = run_dir / f"{kind}-{Path(data).name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    return fresh_dir(out, overwrite, "output folder")
+    return check_out_dir(out, overwrite, "output folder")
 
 
 def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
@@ -87,11 +123,14 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     from fakedetect.report import write_report
 
     run = load_run(run_dir)
+    out_dir = plan_out_dir(Path(run_dir), data, out, overwrite)
     split = load_test_split(data, log)
-    out_dir = new_out_dir(Path(run_dir), data, out, overwrite)
+    fresh_dir(out_dir, overwrite)
     log(f"evaluating {run.path} on {len(split)} images {split.counts()}; skipped {len(split.skipped)} unreadable")
     s = score(run, split, batch_size, log=log)
+    split = s.split  # without the files TensorFlow could not decode after all (now in split.skipped)
     m = full_metrics(run, s)
+    m["overlap_with_training"] = overlap_with_training(run, s, log)
     m["model"] = {k: run.card.get(k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
     m["model"]["run_dir"] = str(run.path.resolve())
     m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}

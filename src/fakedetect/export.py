@@ -1,8 +1,10 @@
 """`fakedetect export`: the trained model as a TensorFlow SavedModel, a TFLite file or ONNX.
 
-Every export takes raw 0..255 RGB pixels (float32, N x S x S x 3) and outputs the model's uncalibrated
-P(fake); apply the run's temperature and threshold from model.json (written beside the export) to match
-fakedetect's own outputs.
+Every export takes raw 0..255 RGB pixels (float32, N x S x S x 3) and outputs the *calibrated* P(fake): the
+run's temperature scaling, sigmoid(logit(p) / T) with p clipped to [1e-7, 1 - 1e-7] as in
+``fakedetect.metrics``, is part of the exported graph, so the output is what `fakedetect predict` reports for
+the same pixels. The decision threshold is written beside the export in a JSON sidecar (the model card):
+label = fake when output >= threshold.
 """
 
 from __future__ import annotations
@@ -12,54 +14,93 @@ import tempfile
 from pathlib import Path
 
 from fakedetect.atomic import atomic_path, write_json
+from fakedetect.errors import ExportError, OutputExistsError
 from fakedetect.inference import load_run
+from fakedetect.metrics import EPS
 
 FORMATS = ("saved_model", "tflite", "onnx")
+ONNX_OPSET = 17
+OUTPUT_NOTE = "calibrated P(fake) (temperature scaling already applied); label = fake when output >= threshold"
 
 
-class ExportError(RuntimeError):
-    """A format that cannot be produced here, with the reason."""
+def sidecar_path(out: str | Path) -> Path:
+    """Where the JSON model card of an export goes: inside a saved_model folder, beside a file."""
+    out = Path(out)
+    return (out / "fakedetect.json") if out.is_dir() else out.with_suffix(out.suffix + ".json")
+
+
+def calibrated_fn(model, temperature: float, image_size: int):
+    """A tf.function: raw pixels (N x S x S x 3 float32) -> calibrated P(fake), shape (N, 1).
+
+    ``metrics.logit`` clips p to [EPS, 1 - EPS]; here p and 1 - p are each clipped from below at EPS, which is
+    the same for 0 <= p <= 1 but stays exact in float32 (1 - 1e-7 is not a float32 and rounds to 1 - 1.19e-7,
+    while 1 - p is exact for p >= 0.5).
+    """
+    import tensorflow as tf
+
+    inv_t = 1.0 / float(temperature)  # Python floats become constants inside the graph (not captured inputs)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name="image")])
+    def serve(image):
+        p = tf.reshape(tf.cast(model(image, training=False), tf.float32), (-1, 1))
+        z = tf.math.log(tf.maximum(p, EPS)) - tf.math.log(tf.maximum(1.0 - p, EPS))
+        return tf.identity(tf.sigmoid(z * inv_t), name="prob_fake")
+
+    return serve
+
+
+def _check_onnx() -> None:
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"ONNX export needs the tf2onnx package, which cannot be imported here ({e}): "
+                          'pip install -e ".[onnx]", or export a saved_model or tflite instead') from None
 
 
 def export(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = False) -> Path:
-    """Exports the run's model; returns the path written (a folder for saved_model, a file otherwise)."""
+    """Exports the run's model with its calibration; returns the path written (a folder for saved_model, a file
+    otherwise). A JSON model card with the threshold and temperature is written beside it (see ``sidecar_path``).
+    """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    run = load_run(run_dir)
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     if fmt == "onnx":
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError:
-            raise ExportError("ONNX export needs the tf2onnx package, which is not installed "
-                              "(pip install tf2onnx); export a saved_model or tflite instead") from None
+        _check_onnx()
+    run = load_run(run_dir)
+    import keras
+    import tensorflow as tf
+
+    serve = calibrated_fn(run.model, run.temperature, run.image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        sm = Path(tmp) / "saved_model"
-        run.model.export(str(sm), format="tf_saved_model", verbose=False)
-        if fmt == "saved_model":
-            if out.exists():
-                shutil.rmtree(out)
-            sm.rename(out)
-        elif fmt == "tflite":
-            import tensorflow as tf
-
-            data = tf.lite.TFLiteConverter.from_saved_model(str(sm)).convert()
-            with atomic_path(out, suffix=".tflite") as t:
-                t.write_bytes(data)
+        if fmt in ("saved_model", "tflite"):
+            sm = Path(tmp) / "saved_model"
+            archive = keras.export.ExportArchive()
+            archive.track(run.model)
+            archive.add_endpoint("serve", serve)
+            archive.write_out(str(sm), verbose=False)
+            if fmt == "saved_model":
+                if out.is_dir():
+                    shutil.rmtree(out)
+                elif out.exists():
+                    out.unlink()
+                sm.rename(out)
+            else:
+                data = tf.lite.TFLiteConverter.from_saved_model(str(sm)).convert()
+                with atomic_path(out, suffix=".tflite") as t:
+                    t.write_bytes(data)
         else:
             import tf2onnx
 
-            size = run.image_size
-            import tensorflow as tf
-
-            spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
             with atomic_path(out, suffix=".onnx") as t:
-                tf2onnx.convert.from_keras(run.model, input_signature=spec, output_path=str(t))
-    card_path = (out / "fakedetect.json") if out.is_dir() else out.with_suffix(out.suffix + ".json")
-    write_json(card_path, {**run.card, "export_format": fmt,
-                           "export_input": "float32 N x S x S x 3, raw RGB 0..255",
-                           "export_output": "uncalibrated P(fake); calibrated = sigmoid(logit(p) / temperature)"})
+                tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=ONNX_OPSET,
+                                              output_path=str(t))
+    write_json(sidecar_path(out), {**run.card, "export_format": fmt,
+                           "export_input": "float32 N x S x S x 3, raw RGB 0..255 (S = image_size)",
+                           "export_output": OUTPUT_NOTE,
+                           "export_calibrated": True,
+                           "threshold": run.threshold,
+                           "temperature": run.temperature})
     return out

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fakedetect.data import TF_REJECTED
+from fakedetect.errors import RunError  # noqa: F401 - re-exported
 from fakedetect.metrics import apply_temperature
-
-
-class RunError(FileNotFoundError):
-    """A run folder that does not hold a usable model."""
 
 
 @dataclass
@@ -29,7 +27,7 @@ class Run:
 
     @property
     def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
+        return float(self.card["threshold"])
 
     @property
     def temperature(self) -> float:
@@ -40,11 +38,11 @@ class Run:
         return apply_temperature(raw, self.temperature)
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Loads ``model.keras`` (Keras safe mode) and ``model.json`` from a run folder.
+def check_run_dir(run_dir: str | Path) -> dict:
+    """Checks that ``run_dir`` holds a finished run (without loading the model); returns its card.
 
     Raises:
-        RunError: the folder, the model or its card is missing.
+        RunError: the folder, the model or its card is missing or unreadable.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -54,10 +52,29 @@ def load_run(run_dir: str | Path) -> Run:
         missing = [p.name for p in (model_path, card_path) if not p.is_file()]
         raise RunError(f"{run_dir} holds no trained model (missing {', '.join(missing)}): "
                        "train one with `fakedetect train --data DATA --out RUN_DIR`")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{card_path} is unreadable ({e})") from None
+    missing = [k for k in ("image_size", "threshold") if k not in card]
+    if missing:
+        raise RunError(f"{card_path} lacks {', '.join(missing)}: not a complete fakedetect run")
+    return card
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Loads ``model.keras`` (Keras safe mode) and ``model.json`` from a run folder.
+
+    Raises:
+        RunError: the folder, the model or its card is missing.
+    """
+    card = check_run_dir(run_dir)
     from fakedetect.model import load_model
 
-    return Run(run_dir, load_model(model_path), json.loads(card_path.read_text()))
+    return Run(Path(run_dir), load_model(Path(run_dir) / "model.keras"), card)
 
+
+HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training and validation images
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -74,27 +91,34 @@ def _compiled(model):
     return fn
 
 
+DECODE_FAILED = TF_REJECTED  # a file that passed the checks and still failed to decode in the pipeline
+
+
 def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Uncalibrated P(fake) for checked image files, batched through tf.data, in input order.
 
+    A file that cannot be decoded after all gets NaN (see :data:`DECODE_FAILED`); callers list it as skipped.
+
     Args:
         perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
         progress: called with (images done, total) after each batch.
     """
-
     from fakedetect.pipeline import build_dataset
 
+    out = np.full(len(paths), np.nan, dtype=np.float64)
     if not paths:
-        return np.zeros(0, dtype=np.float64)
-    ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
+        return out
+    ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb,
+                       with_index=True)
     fn = _compiled(model)
-    out, done = [], 0
-    for batch in ds:
-        p = fn(batch)
-        out.append(np.asarray(p, dtype=np.float64).reshape(-1))
-        done += len(out[-1])
+    done = 0
+    for idx, batch in ds:
+        out[idx.numpy()] = np.asarray(fn(batch), dtype=np.float64).reshape(-1)
+        done = int(idx.numpy()[-1]) + 1
         if progress:
             progress(done, len(paths))
-    return np.concatenate(out)
+    if progress and done != len(paths):
+        progress(len(paths), len(paths))  # the last files were dropped
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from fakedetect.backbones import build_backbone
+from fakedetect.errors import ConfigError
 
 BACKBONE_LAYER = "backbone"
 
@@ -43,7 +44,7 @@ def unfreeze(model: keras.Model, top: int | str) -> list[str]:
         Names of the backbone layers that are now trainable and hold weights.
 
     Raises:
-        ValueError: a block name that matches no layer.
+        ConfigError: a block name that matches no layer.
     """
     base = get_backbone(model)
     base.trainable = True
@@ -52,7 +53,7 @@ def unfreeze(model: keras.Model, top: int | str) -> list[str]:
         start = next((i for i, layer in enumerate(layers) if layer.name.startswith(top)), None)
         if start is None:
             blocks = sorted({layer.name.split("_")[0] for layer in layers if layer.name.startswith("block")})
-            raise ValueError(f"no backbone layer starts with {top!r}; blocks: {', '.join(blocks)}")
+            raise ConfigError(f"no backbone layer starts with {top!r}; blocks: {', '.join(blocks)}")
     else:
         start = max(0, len(layers) - top) if top > 0 else len(layers)
     names = []

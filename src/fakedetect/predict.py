@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fakedetect.data import DataError, check_images, list_files
-from fakedetect.inference import Run, predict_raw
+from fakedetect.errors import ConfigError
+from fakedetect.inference import DECODE_FAILED, Run, predict_raw
 
 
 @dataclass
@@ -36,11 +38,15 @@ def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
                   progress: Callable[[str, int, int], None] | None = None) -> PredictResult:
     """Scores every readable image under ``inputs``; unreadable files are reported, not fatal."""
     files = expand_inputs(inputs)
-    infos = check_images(files, progress=(lambda i, n: progress("checked", i, n)) if progress else None)
+    infos = check_images(files, progress=(lambda i, n: progress("checked", i, n)) if progress else None,
+                         tf_verify=True)
     ok = [i for i in infos if i.error is None]
     bad = [(i.path, i.error) for i in infos if i.error is not None]
     raw = predict_raw(run.model, [i.path for i in ok], run.image_size, batch_size, [not i.tf_decodable for i in ok],
                       progress=(lambda i, n: progress("predicted", i, n)) if progress else None)
+    failed = np.isnan(raw)
+    bad += [(i.path, DECODE_FAILED) for i, f in zip(ok, failed, strict=True) if f]
+    ok, raw = [i for i, f in zip(ok, failed, strict=True) if not f], raw[~failed]
     prob = run.calibrate(raw)
     table = pd.DataFrame({
         "path": [i.path for i in ok],
@@ -63,5 +69,5 @@ def write_predictions(result: PredictResult, out: str | Path, threshold: float) 
         with atomic_path(out) as tmp:
             result.table.to_csv(tmp, index=False)
     else:
-        raise ValueError(f"--out must end in .csv or .json, got {out.name}")
+        raise ConfigError(f"--out must end in .csv or .json, got {out.name}")
     return out

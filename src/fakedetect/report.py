@@ -23,6 +23,7 @@ text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:
 pre{background:#f7f7f7;padding:.8rem;overflow:auto}.kpi{display:flex;gap:1rem;flex-wrap:wrap}
 .kpi div{background:#f4f8fb;border:1px solid #dbe7f0;border-radius:6px;padding:.6rem 1rem;min-width:120px}
 .kpi b{display:block;font-size:1.4rem}
+.warn{background:#fff0f0;border:2px solid #b30000;padding:.8rem;font-weight:600;color:#b30000}
 """
 
 
@@ -88,6 +89,15 @@ def write_report(path: Path, run, m: dict, figs: dict[str, Path], df: pd.DataFra
                      f"<span class='bad'>{r['prob_fake']:.3f}</span></div>"
                      f"<div class='sub'>{html.escape(Path(r['path']).name)}</div></div>")
     gallery = "".join(cards) or "<p>No mistakes at this threshold.</p>"
+    overlap = m.get("overlap_with_training") or {}
+    banner = ""
+    if overlap.get("n"):
+        clean = overlap.get("metrics_without_overlap")
+        rest = (f"On the {clean['n']} images it never saw: accuracy {_fmt(clean['accuracy'])}, ROC AUC "
+                f"{_fmt(clean['roc_auc'])}." if clean else "No test image is new to the model.")
+        banner = (f"<p class='warn'>Warning: {overlap['n']} of {m['n']} test images ({overlap['share']:.1%}) are "
+                  f"byte-identical to images this run was trained ({overlap['in_train']}) or validated "
+                  f"({overlap['in_val']}) on; the metrics below include them. {rest}</p>")
     fig_order = ["confusion_matrix", "roc_curve", "pr_curve", "reliability", "score_histogram", "training_curves"]
     fig_html = "".join(f"<figure><img src='{_img_uri(figs[k])}' alt='{k}'><figcaption>{k.replace('_', ' ')}"
                        f"</figcaption></figure>" for k in fig_order if k in figs)
@@ -97,7 +107,7 @@ def write_report(path: Path, run, m: dict, figs: dict[str, Path], df: pd.DataFra
 <p class="sub">{html.escape(str(m['data']['root']))} (split {html.escape(m['data']['split'])}):
 {m['n']} images scored ({m['n_real']} real, {m['n_fake']} fake), {m['skipped']} unreadable file(s) skipped.
 Evaluated {html.escape(m['evaluated'])}. Positive class: fake.</p>
-<div class="kpi">{''.join(f'<div>{html.escape(k)}<b>{_fmt(v)}</b></div>' for k, v in kpis)}</div>
+{banner}<div class="kpi">{''.join(f'<div>{html.escape(k)}<b>{_fmt(v)}</b></div>' for k, v in kpis)}</div>
 <h2>Metrics</h2>
 <table><tr><th>metric</th><th>threshold {t:.4f} (the run's)</th><th>threshold 0.5</th></tr>{rows}</table>
 <p>Confusion matrix at {t:.4f}: {cm['tn']} real kept real, {cm['fp']} real called fake, {cm['fn']} fake

