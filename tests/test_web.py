@@ -1,4 +1,6 @@
 import io
+import json
+import shutil
 import struct
 import zlib
 
@@ -9,8 +11,8 @@ from PIL import Image
 from fakedetect.web import create_app
 
 
-def _jpeg(size=(64, 48), quality=90) -> bytes:
-    rng = np.random.default_rng(0)
+def _jpeg(size=(64, 48), quality=90, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -87,6 +89,81 @@ def test_bad_uploads_are_400_with_a_message(client, payload, message):
     assert r.status_code == 400
     assert message in r.json["error"]
     assert client.get("/healthz").status_code == 200  # still serving
+
+
+def _tf_rejects_pillow_accepts() -> bytes:
+    """A small JPEG with a few hundred random bytes inserted before its end-of-image marker (FF D9), such that
+    Pillow's full decode (the upload check) accepts it and TensorFlow's decoder rejects it."""
+    import tensorflow as tf
+
+    from fakedetect.web.service import check_upload
+
+    good = _jpeg()
+    assert good.endswith(b"\xff\xd9")
+    for seed in range(200):
+        junk = np.random.default_rng(seed).integers(0, 256, 300, dtype=np.uint8).tobytes()
+        bad = good[:-2] + junk + good[-2:]
+        try:
+            check_upload(bad, "x.jpg")
+        except ValueError:
+            continue  # Pillow rejects this one: not the case under test
+        try:
+            tf.io.decode_image(bad, channels=3, expand_animations=False)
+        except tf.errors.InvalidArgumentError:
+            return bad
+    raise AssertionError("no JPEG found that Pillow accepts and TensorFlow rejects")
+
+
+def test_upload_that_only_tensorflow_rejects_is_400_not_500(client):
+    bad = _tf_rejects_pillow_accepts()
+    r = client.post("/api/v1/predict", data={"image": [(io.BytesIO(_jpeg()), "ok.jpg"), (io.BytesIO(bad), "x.jpg")]})
+    assert r.status_code == 400, r.get_data(as_text=True)[:300]
+    assert r.json["error"].startswith("'x.jpg': corrupt image: TensorFlow's decoder rejected it (")
+    assert "Uncompress" in r.json["error"] and r.json["filename"] == "x.jpg"
+    assert client.get("/healthz").status_code == 200
+
+
+def _client_with_threshold(tiny_run, folder, threshold: float):
+    """The tiny run copied to ``folder`` with its decision threshold (model.json) set to ``threshold``."""
+    folder.mkdir()
+    shutil.copy(tiny_run / "model.keras", folder / "model.keras")
+    card = json.loads((tiny_run / "model.json").read_text())
+    card["threshold"] = threshold
+    (folder / "model.json").write_text(json.dumps(card))
+    return create_app(folder, {"TESTING": True}).test_client()
+
+
+def test_uncertain_verdict_follows_the_variants(client, tiny_run, tmp_path):
+    # Score a few images; keep the one whose score moves most under one of the variants (JPEG 90, 75% resize).
+    best = None
+    for seed in range(4):
+        data = _jpeg((96, 72), 95, seed)
+        res = client.post("/api/v1/predict", data={"image": (io.BytesIO(data), "a.jpg")}).json["results"][0]
+        for name, p in res["variants"].items():
+            gap = abs(p - res["prob_fake"])
+            if best is None or gap > best[0]:
+                best = (gap, data, res, name)
+    gap, data, scored, variant = best
+    p0, pv = scored["prob_fake"], scored["variants"][variant]
+    assert gap > 1e-5, scored  # the variants do move the score of a 48 px model on noise
+
+    # Threshold exactly between the image's score and that variant's: the decision must flip.
+    t = (p0 + pv) / 2
+    flip = _client_with_threshold(tiny_run, tmp_path / "flip", t)
+    res = flip.post("/api/v1/predict", data={"image": (io.BytesIO(data), "a.jpg")}).json["results"][0]
+    assert res["threshold"] == t and res["prob_fake"] == pytest.approx(p0, abs=gap / 100)
+    assert res["label"] == ("fake" if p0 >= t else "real")
+    assert res["uncertain"] is True
+    assert f"the decision flips when the image is {variant}" in res["uncertain_because"]
+
+    # A threshold far from every score: the decision cannot flip.
+    scores = [p0, *scored["variants"].values()]
+    far = 0.999999 if max(scores) < 0.99 else 1e-6
+    assert all(abs(p - far) > 1e-3 for p in scores)
+    steady = _client_with_threshold(tiny_run, tmp_path / "steady", far)
+    res = steady.post("/api/v1/predict", data={"image": (io.BytesIO(data), "a.jpg")}).json["results"][0]
+    assert res["uncertain"] is False and res["uncertain_because"] == []
+    assert res["label"] == ("real" if far > 0.5 else "fake")
 
 
 def test_no_file_and_too_large(client):

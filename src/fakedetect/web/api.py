@@ -30,7 +30,12 @@ def predict():
         except UploadError as e:
             return jsonify(error=str(e), filename=f.filename or ""), 400
     s = scorer()
-    results = [{"filename": name, **s.analyse(c, explain=explain)} for name, c in checked]
+    results = []
+    for name, c in checked:
+        try:
+            results.append({"filename": name, **s.analyse(c, explain=explain)})
+        except UploadError as e:  # passed the checks but the decoder refused it: the upload's fault, not ours
+            return jsonify(error=str(e), filename=name), 400
     return jsonify(results=results, threshold=s.run.threshold, model=s.run.card.get("backbone"))
 
 

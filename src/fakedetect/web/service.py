@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import threading
 from dataclasses import dataclass
 
@@ -29,6 +30,21 @@ class Checked:
     data: bytes
     facts: dict
     pillow_only: bool
+    filename: str = ""
+
+
+def _label(filename: str) -> str:
+    """How messages name an upload."""
+    return f"'{filename}'" if filename else "the upload"
+
+
+def _tf_reason(e: Exception) -> str:
+    """TensorFlow's error message without its op-location decorations, on one line."""
+    msg = getattr(e, "message", None) or str(e)
+    msg = re.sub(r"\{\{[^}]*\}\}\s*", "", msg)
+    msg = re.sub(r"\s*\[Op:\w+\].*$", "", msg, flags=re.S)
+    msg = " ".join(msg.split())
+    return (msg[:200] + "...") if len(msg) > 200 else (msg or type(e).__name__)
 
 
 def estimate_jpeg_quality(quant: dict) -> int | None:
@@ -59,12 +75,12 @@ def check_upload(data: bytes, filename: str = "") -> Checked:
 
     info = check_bytes(data, ImageInfo(filename or "upload"), on_open=read_facts)
     if info.error:
-        name = f"'{filename}'" if filename else "the upload"
+        name = _label(filename)
         hint = " (JPEG, PNG, WebP, BMP or GIF expected)" if info.error.startswith(("not an", "unsupported")) else ""
         raise UploadError(f"{name}: {info.error}{hint}")
     facts = {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
              "bytes": info.nbytes, **facts}
-    return Checked(data, facts, pillow_only=not info.tf_decodable)
+    return Checked(data, facts, pillow_only=not info.tf_decodable, filename=filename)
 
 
 class Scorer:
@@ -80,6 +96,12 @@ class Scorer:
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
+        """The upload as a uint8 HxWx3 tensor, decoded as training decodes its files.
+
+        Raises:
+            UploadError: the decoder rejects bytes that Pillow's check accepted (e.g. junk before a JPEG's
+                end-of-image marker, which libjpeg in TensorFlow refuses and Pillow tolerates).
+        """
         import tensorflow as tf
 
         from fakedetect.pipeline import decode_bytes
@@ -87,12 +109,26 @@ class Scorer:
         if c.pillow_only:
             from PIL import Image
 
-            with Image.open(io.BytesIO(c.data)) as im:
-                return tf.constant(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        return decode_bytes(tf.constant(c.data))
+            try:
+                with Image.open(io.BytesIO(c.data)) as im:
+                    return tf.constant(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable upload
+                reason = str(e).split("\n")[0] or type(e).__name__
+                raise UploadError(f"{_label(c.filename)}: corrupt image: Pillow could not decode it ({reason})") from e
+        try:
+            return decode_bytes(tf.constant(c.data))
+        except tf.errors.ResourceExhaustedError:
+            raise  # out of memory is the server's problem, not the upload's
+        except tf.errors.OpError as e:
+            msg = f"{_label(c.filename)}: corrupt image: TensorFlow's decoder rejected it ({_tf_reason(e)})"
+            raise UploadError(msg) from e
 
     def analyse(self, c: Checked, explain: bool = False) -> dict:
-        """P(fake) of the image, the decision, whether it flips under mild variants, and optionally Grad-CAM."""
+        """P(fake) of the image, the decision, whether it flips under mild variants, and optionally Grad-CAM.
+
+        Raises:
+            UploadError: the image cannot be decoded (see :meth:`decode`).
+        """
         import tensorflow as tf
 
         from fakedetect.pipeline import resize
