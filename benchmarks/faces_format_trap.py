@@ -20,7 +20,7 @@ from pathlib import Path
 from fakedetect.config import load_config
 from fakedetect.data import resolve_data, write_holdout_split
 from fakedetect.robustness import robustness
-from fakedetect.train import train
+from fakedetect.training import train
 
 HERE = Path(__file__).resolve().parent
 

@@ -70,7 +70,7 @@ def plain(root: Path, size: int, bs: int, epochs: tuple[int, int], cfg) -> dict:
 def ours(root: Path, cfg, out: Path) -> dict:
     import pandas as pd
 
-    from fakedetect.train import train
+    from fakedetect.training import train
 
     t = time.perf_counter()
     res = train(root, cfg, out, log=lambda m: None)

@@ -93,7 +93,7 @@ TINY_TRAIN = {"backbone": "efficientnet-lite0", "image_size": 48, "epochs_frozen
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A real (tiny) trained run: EfficientNet-Lite0 with ImageNet weights at 48 px, 1 + 1 epochs."""
     from fakedetect.config import load_config
-    from fakedetect.train import train
+    from fakedetect.training import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_data, load_config(None, TINY_TRAIN), out, log=lambda m: None)

@@ -104,12 +104,12 @@ def test_train_fails_before_the_run_folder_and_the_fixed_command_is_not_blocked(
 
 
 def test_a_run_that_fails_in_its_first_epoch_leaves_no_folder(tiny_data, tmp_path, monkeypatch):
-    import fakedetect.train
+    import fakedetect.training
 
     def boom(*a, **k):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr(fakedetect.train, "head_on_features", boom)
+    monkeypatch.setattr(fakedetect.training, "_features", boom)
     run = tmp_path / "run"
     res = _run("train", "--data", tiny_data, "--out", run, *TINY)
     assert res.exit_code == EXIT_BUG and "out of memory" in res.output

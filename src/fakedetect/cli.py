@@ -17,8 +17,7 @@ import click
 
 from fakedetect import __version__
 from fakedetect.backbones import BACKBONES
-from fakedetect.config import TrainConfig, presets
-from fakedetect.distribute import STRATEGIES
+from fakedetect.config import STRATEGIES, TrainConfig, presets
 from fakedetect.errors import FakedetectError, OutputExistsError
 from fakedetect.transforms import PERTURBATIONS
 
@@ -261,21 +260,38 @@ def _default(name: str, unit: str = "") -> str:
                    + _default("strategy"))
 @click.option("--devices", callback=lambda c, p, v: v.split(",") if v else None,
               help="Comma-separated devices for one-device/mirrored, e.g. /gpu:0,/gpu:1.")
+@click.option("--workers", "cluster", callback=lambda c, p, v: v.split(",") if v else None, metavar="HOST:PORT,...",
+              help="Multi-worker: every machine of the job, the chief first (sets $TF_CONFIG for you; implies "
+                   "--strategy multi-worker). Run the same command on each machine with its --task-index.")
+@click.option("--task-index", type=NON_NEGATIVE, help="Multi-worker: this machine's position in --workers.")
 @click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute (GPUs only).")
-@click.option("--verbose", "-v", count=True, help="-v: Keras progress bars and TensorFlow's own log lines.")
+@click.option("--verbose", "-v", count=True, help="Show TensorFlow's own log lines (-v).")
 @_friendly_errors
-def train(data, resume, config_path, out, overwrite, verbose, **flags):
-    """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder."""
+def train(data, resume, config_path, out, overwrite, verbose, cluster, task_index, **flags):
+    """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder.
+
+    On several machines: the same command on each, with --workers (all of them, the chief first) and its own
+    --task-index; only the chief (index 0) writes the run folder.
+    """
     from fakedetect.config import load_config
     from fakedetect.data import resolve_data
-    from fakedetect.train import preflight, resume_training
-    from fakedetect.train import train as run_training
+    from fakedetect.training import preflight, resume_training
+    from fakedetect.training import train as run_training
 
+    if cluster is not None or task_index is not None:
+        from fakedetect.training.cluster import workers_tf_config
+
+        if cluster is None or task_index is None:
+            raise click.UsageError("--workers and --task-index go together")
+        os.environ["TF_CONFIG"] = workers_tf_config(cluster, task_index)
+        if not resume:
+            flags["strategy"] = "multi-worker"
     if resume is not None:
         if data or config_path or out or any(v is not None for v in flags.values()):
-            raise click.UsageError("--resume takes no other option: the run folder holds its config and data")
+            raise click.UsageError("--resume takes no other option (but --workers/--task-index): the run folder "
+                                   "holds its config and data")
         _tensorflow(verbose)
-        resume_training(resume, log=_echo, verbose=min(verbose, 1))
+        resume_training(resume, log=_echo)
         return
     if data is None:
         raise click.UsageError("--data is required (or --resume RUN_DIR)")
@@ -287,7 +303,7 @@ def train(data, resume, config_path, out, overwrite, verbose, **flags):
     _echo(f"backbone {cfg.backbone} at {size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))
     _tensorflow(verbose)
-    run_training(data, cfg, out, overwrite=overwrite, log=_echo, verbose=min(verbose, 1))
+    run_training(data, cfg, out, overwrite=overwrite, log=_echo)
 
 
 def _check_run(run_dir: Path) -> None:

@@ -15,6 +15,7 @@ import yaml
 from fakedetect.errors import ConfigError  # noqa: F401 - re-exported
 
 PRESET_DIR = Path(__file__).parent / "configs"
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")  # tf.distribute (see training/cluster.py)
 
 
 
@@ -49,6 +50,7 @@ class TrainConfig:
     lr_finetune: float = 1e-5
     unfreeze: int | str = 20  # top N backbone layers, or a block name prefix such as "block6"
     dropout: float = 0.2
+    stochastic_depth: bool = True  # the backbone's per-block dropout while training (False: none)
     val_fraction: float = 0.1
     max_per_class: int | None = None
     seed: int = 42
@@ -171,11 +173,11 @@ def validate(cfg: TrainConfig) -> None:
     _check(0 < cfg.reduce_lr_factor < 1, "reduce_lr_factor", cfg.reduce_lr_factor, "in (0, 1)")
     _check(cfg.target_fpr is None or (isinstance(cfg.target_fpr, (int, float)) and 0 <= cfg.target_fpr < 1),
            "target_fpr", cfg.target_fpr, "null, or a false-positive rate in [0, 1)")
-    from fakedetect.distribute import STRATEGIES
-
     _check(cfg.strategy in STRATEGIES, "strategy", cfg.strategy, "one of " + ", ".join(STRATEGIES))
     _check(cfg.devices is None or (isinstance(cfg.devices, list) and all(isinstance(d, str) for d in cfg.devices)),
            "devices", cfg.devices, "a list of device names such as ['/gpu:0', '/gpu:1']")
+    for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision"):
+        _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
     a = cfg.augment
     for name in ("rotation", "zoom", "contrast"):

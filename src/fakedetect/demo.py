@@ -84,7 +84,7 @@ def run_demo(data: str | Path | None = None, out: str | Path | None = None, max_
     from fakedetect.data import resolve_data
     from fakedetect.evaluate import evaluate, summary_table
     from fakedetect.inspection import inspect_data
-    from fakedetect.train import train
+    from fakedetect.training import train
 
     found = find_demo_data(data, log=log)
     note = "  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""

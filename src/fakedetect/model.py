@@ -11,14 +11,23 @@ BACKBONE_LAYER = "backbone"
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int | None = None,
-                dropout: float = 0.2) -> keras.Model:
+                dropout: float = 0.2, stochastic_depth: bool = True) -> keras.Model:
     """Builds the full model; it takes raw 0..255 RGB pixels and outputs the probability of fake.
 
     The backbone is frozen (phase 1 of training); see :func:`unfreeze` for phase 2.
+
+    Args:
+        stochastic_depth: keep the backbone's own per-block dropout ("drop connect"), active whenever the model
+            runs in training mode (Keras 3 does not pin the nested call's ``training=False`` for it). False
+            makes training deterministic given the data (no random draw anywhere but augmentation).
     """
     base = build_backbone(backbone, weights, image_size)
     base.name = BACKBONE_LAYER  # one stable name whatever the backbone
     base.trainable = False
+    if not stochastic_depth:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
     size = base.input_shape[1]
     inputs = keras.Input((size, size, 3), name="image")
     # training=False keeps BatchNormalization in inference mode, also once layers are unfrozen.

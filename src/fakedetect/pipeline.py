@@ -156,3 +156,44 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
         if augmenter is not None:
             ds = ds.map(lambda x, *y: (augmenter(x, training=True), *y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,
+                 augment: AugmentConfig | None, seed: int, pillow_only: list[bool] | None = None,
+                 shard: tuple[int, int] = (1, 0), cache: bool = False) -> tf.data.Dataset:
+    """The endless training stream of one input pipeline: (images, labels) batches of ``batch_size``, full only.
+
+    The file list is reshuffled every epoch with ``seed`` (the same order on every worker), then sharded by
+    position *before decoding*: pipeline ``i`` of ``n`` (``shard=(n, i)``) reads and decodes only every n-th
+    file. As replicas take consecutive batches, a global step sees the same images whatever the number of
+    workers: training on N machines is the same computation as on one, with the same global batch.
+
+    With ``cache`` (one pipeline only: the images fit in memory) the files are decoded once and kept; later
+    epochs only shuffle, augment and resize them.
+    """
+    n_shards, index = shard
+    flags = pillow_only if pillow_only is not None else [False] * len(paths)
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(flags, tf.bool),
+                                             tf.constant(labels, tf.float32)))
+    if cache:
+        if n_shards != 1:
+            raise ValueError("cached decoding is for a single input pipeline")
+        ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE)
+        ds = ds.ignore_errors().cache().shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    else:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+        if n_shards > 1:
+            ds = ds.shard(n_shards, index)
+        ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE,
+                    deterministic=True).ignore_errors()
+
+    def load(img, y):
+        if augment is not None:
+            img = robustness_augment(img, augment)
+        return resize(img, image_size), y
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    augmenter = build_augmenter(augment, seed) if augment is not None else None
+    if augmenter is not None:
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

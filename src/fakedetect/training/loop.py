@@ -1,0 +1,271 @@
+"""The training loop: one tf.distribute custom loop for every strategy (one device, several GPUs, several
+machines). Keras 3's ``fit()`` cannot run under MultiWorkerMirroredStrategy; this loop can, so every run, on a
+laptop or a cluster, takes the same path.
+
+Per step, each replica computes the per-example binary cross-entropy times its class weight, averaged over the
+*global* batch (``tf.nn.compute_average_loss``); the Keras optimizer all-reduces (sums) the gradients across
+replicas. Validation runs locally on each worker's share of the images and its sums are all-reduced once per
+epoch, so the plateau, early-stopping and best-model decisions are the same on every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fakedetect.training.cluster import num_workers
+from fakedetect.training.schedules import EarlyStop, Plateau, restore, warmup_lr
+
+Log = Callable[[str], None]
+AUC_BINS = 1000  # validation AUC from score histograms: exact up to ties within 0.001
+PROGRESS_EVERY_S = 30.0
+
+
+def all_reduce_sum(strategy, values: np.ndarray) -> np.ndarray:
+    """Sums a vector across workers (one collective; every worker must call it the same number of times)."""
+    if num_workers(strategy) == 1:
+        return values  # the replicas of one machine share this process: its values are already global
+    import tensorflow as tf
+
+    local = strategy.num_replicas_in_sync // num_workers(strategy)
+    part = tf.constant(np.asarray(values, np.float64) / local)
+    per_replica = strategy.experimental_distribute_values_from_function(lambda ctx: part)
+    return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), np.float64)
+
+
+def binary_sums(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """[loss sum, count, correct at 0.5, histogram of fake scores, histogram of real scores]: additive, so
+    they can be summed across workers and turned into metrics once."""
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    y = y.astype(np.float64)
+    loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
+    pos = np.bincount(bins[y == 1], minlength=AUC_BINS)
+    neg = np.bincount(bins[y == 0], minlength=AUC_BINS)
+    return np.concatenate([[loss.sum(), len(y), ((p >= 0.5) == (y == 1)).sum()], pos, neg])
+
+
+def sums_to_metrics(s: np.ndarray) -> dict:
+    loss, n, correct = s[:3]
+    pos, neg = s[3:3 + AUC_BINS], s[3 + AUC_BINS:]
+    n_pos, n_neg = pos.sum(), neg.sum()
+    auc = float("nan")
+    if n_pos and n_neg:
+        above = np.cumsum(pos[::-1])[::-1] - pos  # positives in higher bins
+        auc = float((neg * (above + 0.5 * pos)).sum() / (n_pos * n_neg))
+    return {"loss": float(loss / n) if n else float("nan"), "accuracy": float(correct / n) if n else float("nan"),
+            "auc": auc}
+
+
+def weights_digest(model) -> str:
+    """A checksum of every weight: equal on every worker when they are in sync."""
+    h = hashlib.sha1()
+    for w in model.weights:
+        h.update(np.ascontiguousarray(np.asarray(w.numpy(), np.float32)).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Phase:
+    """One phase of training: what is trained, on what, how long, how fast."""
+
+    name: str  # "frozen" or "finetune"
+    model: object  # the keras.Model whose trainable weights this phase trains (the head, or the whole model)
+    stream: Callable[[int], object]  # seed -> distributed dataset of (inputs, labels) batches, endless
+    validate: Callable[[], np.ndarray]  # this worker's validation sums (see binary_sums)
+    epochs: int
+    learning_rate: float
+    steps: int  # per epoch, the same on every worker
+    warmup_steps: int = 0
+
+
+@dataclass
+class Recorder:
+    """What the chief writes each epoch: history.csv, state.json, TensorBoard. Other workers write nothing."""
+
+    run_dir: Path
+    chief: bool
+    log: Log
+    rows: list[dict] = field(default_factory=list)
+    writer: object = None
+
+    def epoch(self, row: dict, state: dict) -> None:
+        import pandas as pd
+
+        from fakedetect.atomic import atomic_path, write_json
+
+        self.rows.append(row)
+        if not self.chief:
+            return
+        with atomic_path(self.run_dir / "history.csv", suffix=".csv") as tmp:
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+        write_json(self.run_dir / "state.json", state)
+        if self.writer is None:
+            import tensorflow as tf
+
+            self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
+        import tensorflow as tf
+
+        with self.writer.as_default():
+            for k, v in row.items():
+                if isinstance(v, float) and k not in ("seconds",):
+                    tf.summary.scalar(k, v, step=row["epoch"])
+            self.writer.flush()
+
+
+@dataclass
+class Loop:
+    """Runs phases under one strategy, keeping the best model by validation loss across them."""
+
+    strategy: object
+    cfg: object  # TrainConfig
+    model: object  # the full model: what is saved and checkpointed
+    global_batch: int
+    class_weights: np.ndarray
+    recorder: Recorder
+    checkpoint_dir: Path  # where this worker writes its checkpoints (the chief's: in the run folder)
+    read_dir: Path  # the run folder, where a resumed run's checkpoint is read from (every worker)
+    state: dict
+    log: Log
+    mixed_precision: bool = False
+    best_val_loss: float = math.inf
+    best_weights: list | None = None
+    epochs_done: int = 0
+
+    def save_best(self) -> None:
+        """Keeps the best weights in memory on every worker; the chief also writes model.keras."""
+        from fakedetect.atomic import atomic_path
+
+        self.best_weights = [np.array(w.numpy()) for w in self.model.weights]
+        if self.recorder.chief:
+            with atomic_path(self.recorder.run_dir / "model.keras", suffix=".keras") as tmp:
+                self.model.save(tmp)
+
+    def load_best(self) -> None:
+        """Puts the best weights so far back in the model (before fine-tuning, and at the end)."""
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        elif (self.read_dir / "model.keras").is_file():  # a resumed run: the chief's file (shared storage)
+            self.model.load_weights(self.read_dir / "model.keras")
+
+    def _optimizer(self, learning_rate: float, variables):
+        import keras
+
+        opt = keras.optimizers.Adam(learning_rate)
+        if self.mixed_precision:
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        opt.build(variables)
+        return opt
+
+    def _train_step(self, model, optimizer):
+        import keras
+        import tensorflow as tf
+
+        strategy, global_batch = self.strategy, self.global_batch
+        class_w = tf.constant(self.class_weights, tf.float32)
+        variables = model.trainable_variables
+
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
+                per_example = keras.losses.binary_crossentropy(y[:, None], p[:, None])
+                weighted = per_example * tf.gather(class_w, tf.cast(y, tf.int32))
+                # Divided by the global batch: summed over replicas, the gradients are the batch mean.
+                loss = tf.nn.compute_average_loss(weighted, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                scaled = optimizer.scale_loss(loss) if self.mixed_precision else loss
+            grads = tape.gradient(scaled, variables)
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            correct = tf.reduce_sum(tf.cast(tf.equal(p >= 0.5, y >= 0.5), tf.float32))
+            return tf.stack([tf.reduce_sum(per_example), correct, tf.cast(tf.size(y), tf.float32)])
+
+        @tf.function
+        def step(iterator):
+            per_replica = strategy.run(replica_step, args=next(iterator))
+            return tf.add_n(strategy.experimental_local_results(per_replica))  # this worker's sums
+
+        return step
+
+    def run(self, phase: Phase) -> None:
+        """Trains one phase: epochs of ``phase.steps`` steps, validation, schedules, checkpoints."""
+        import tensorflow as tf
+
+        strategy, log = self.strategy, self.log
+        with strategy.scope():
+            optimizer = self._optimizer(phase.learning_rate, phase.model.trainable_variables)
+        ckpt = tf.train.Checkpoint(model=self.model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(ckpt, str(self.checkpoint_dir / phase.name), max_to_keep=2)
+        plateau = Plateau(self.cfg.reduce_lr_patience, self.cfg.reduce_lr_factor)
+        stop = EarlyStop(self.cfg.early_stopping_patience)
+        lr, done = phase.learning_rate, 0
+        resumed = self.state.get("phase") == phase.name and self.state.get("checkpoint")
+        if resumed:
+            path = self.read_dir / self.state["checkpoint"]
+            ckpt.restore(str(path)).expect_partial()
+            done, lr = int(self.state["phase_epoch"]), float(self.state["learning_rate"])
+            restore(plateau, self.state.get("plateau"))
+            restore(stop, self.state.get("early_stopping"))
+            if self.state.get("stopped") or done >= phase.epochs:
+                return
+        optimizer.learning_rate.assign(lr)
+        step = self._train_step(phase.model, optimizer)
+        # A new shuffling seed after a resume, so that the remaining epochs do not replay the first ones.
+        iterator = iter(phase.stream(done))
+        global_step = done * phase.steps
+        for e in range(done + 1, phase.epochs + 1):
+            t0 = t_last = time.perf_counter()
+            sums = np.zeros(3)
+            for s in range(phase.steps):
+                if global_step < phase.warmup_steps:
+                    optimizer.learning_rate.assign(warmup_lr(lr, global_step, phase.warmup_steps))
+                elif global_step == phase.warmup_steps and phase.warmup_steps:
+                    optimizer.learning_rate.assign(lr)
+                sums += np.asarray(step(iterator), np.float64)
+                global_step += 1
+                now = time.perf_counter()
+                if now - t_last >= PROGRESS_EVERY_S:
+                    t_last = now
+                    log(f"  [{phase.name}] epoch {self.epochs_done + 1}: batch {s + 1}/{phase.steps}, "
+                            f"loss {sums[0] / max(sums[2], 1):.4f}, {now - t0:.0f}s")
+            train = all_reduce_sum(strategy, sums)
+            val = sums_to_metrics(all_reduce_sum(strategy, phase.validate()))
+            self.epochs_done += 1
+            row = {"epoch": self.epochs_done, "phase": phase.name, "loss": float(train[0] / train[2]),
+                   "accuracy": float(train[1] / train[2]), "val_loss": val["loss"],
+                   "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": lr,
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            if np.isfinite(val["loss"]) and val["loss"] < self.best_val_loss:
+                self.best_val_loss = val["loss"]
+                self.save_best()
+            new_lr = plateau.step(val["loss"], lr)
+            stopping = stop.step(val["loss"], e)
+            saved = manager.save()  # every worker saves (the others into their temporary folder)
+            self.state.update(phase=phase.name, phase_epoch=e, epoch=self.epochs_done, learning_rate=new_lr,
+                              best_val_loss=self.best_val_loss, plateau=plateau.state(),
+                              early_stopping=stop.state(), stopped=stopping,
+                              checkpoint=str(Path(saved).relative_to(self.checkpoint_dir.parent)))
+            self.recorder.epoch(row, self.state)
+            log(f"[{phase.name}] epoch {row['epoch']}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
+                    f"val_accuracy {row['val_accuracy']:.4f} val_auc {row['val_auc']:.4f} lr {lr:.1e} "
+                    f"({row['seconds']:.1f}s)")
+            if new_lr != lr:
+                log(f"  validation loss did not improve for {plateau.patience} epoch(s): learning rate "
+                        f"{lr:.1e} -> {new_lr:.1e}")
+                lr = new_lr
+                optimizer.learning_rate.assign(lr)
+            if stopping:
+                log(f"  early stopping: no improvement for {stop.patience} epoch(s)")
+                break
+
+
+def read_state(run_dir: Path) -> dict:
+    p = Path(run_dir) / "state.json"
+    return json.loads(p.read_text()) if p.is_file() else {}

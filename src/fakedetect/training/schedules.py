@@ -1,0 +1,73 @@
+"""What decides the learning rate and the end of a phase, from validation loss: plain Python state that the
+checkpoint carries (as JSON), identical on every worker because validation loss is all-reduced first.
+
+The rules are those of Keras' ReduceLROnPlateau and EarlyStopping (mode "min"), which they replace.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Plateau:
+    """Multiplies the learning rate by ``factor`` after ``patience`` epochs without improvement."""
+
+    patience: int
+    factor: float
+    min_lr: float = 1e-7
+    min_delta: float = 1e-4
+    best: float = math.inf
+    wait: int = 0
+
+    def step(self, val_loss: float, lr: float) -> float:
+        """The learning rate for the next epoch."""
+        if val_loss < self.best - self.min_delta:
+            self.best, self.wait = val_loss, 0
+            return lr
+        self.wait += 1
+        if self.wait >= self.patience and lr > self.min_lr:
+            self.wait = 0
+            return max(lr * self.factor, self.min_lr)
+        return lr
+
+    def state(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+
+@dataclass
+class EarlyStop:
+    """Says to stop after ``patience`` epochs without improvement (never after the first epoch of a phase)."""
+
+    patience: int
+    best: float = math.inf
+    wait: int = 0
+
+    def step(self, val_loss: float, epoch_in_phase: int) -> bool:
+        if val_loss < self.best:
+            self.best, self.wait = val_loss, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience and epoch_in_phase > 1
+
+    def state(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+
+def restore(obj, state: dict | None):
+    """Puts back the counters of a killed run."""
+    for k, v in (state or {}).items():
+        setattr(obj, k, v)
+    return obj
+
+
+def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
+    """Linear warm-up from base_lr / warmup_steps to base_lr over the first ``warmup_steps`` steps."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return base_lr
+    return base_lr * (step + 1) / warmup_steps
+
+
+def to_json(obj) -> dict:
+    return asdict(obj)
