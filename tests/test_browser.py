@@ -108,8 +108,14 @@ def test_browser_upload_shows_probabilities_and_heatmap(server, tiny_data, tmp_p
         fake = float(page.inner_text("#prob-fake").rstrip("%"))
         real = float(page.inner_text("#prob-real").rstrip("%"))
         assert abs(fake + real - 100) < 0.15
-        verdict = page.inner_text("#verdict")
-        assert any(w in verdict for w in ("AI-generated", "real photograph", "Uncertain"))
+        # The page shows what the API answers for the same file.
+        r = _post(server + "/api/v1/predict", [("upload me.png", img.read_bytes())])[1]["results"][0]
+        assert abs(fake - 100 * r["prob_fake"]) <= 0.051
+        assert page.inner_text("#verdict").strip() == (
+            f"No reliable verdict (leans {r['label']})" if r["in_domain"] is False
+            else f"Uncertain (leans {r['label']})" if r["uncertain"]
+            else "Likely AI-generated" if r["label"] == "fake" else "Likely a real photograph")
+        assert page.is_visible("#domain") == (r["in_domain"] is False)
         assert "upload me.png" in page.inner_text("#facts")
         page.check("#showheat")
         assert page.is_visible("#heatmap") and page.get_attribute("#heatmap", "src").startswith("data:image/png")

@@ -36,12 +36,6 @@ def test_inspect_reports_counts_duplicates_and_bad_files(tiny_data, tmp_path):
     assert "real" in res.output and "48.0" in res.output  # 12 of 25 images
 
 
-def test_inspect_wrong_path_is_a_clear_error(tmp_path):
-    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "missing")])
-    assert res.exit_code == 1
-    assert "data not found" in res.output and "Traceback" not in res.output
-
-
 TINY = ["--backbone", "efficientnet-lite0", "--image-size", "48", "--epochs-frozen", "1",
         "--epochs-finetune", "1", "--batch-size", "8", "--val-fraction", "0.25"]
 
@@ -54,6 +48,8 @@ def test_train_end_to_end_writes_a_complete_run(tiny_data, tmp_path):
     res = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(run), *TINY])
     assert res.exit_code == 0, res.output
     assert "phase 1" in res.output and "phase 2" in res.output and "epoch 2" in res.output
+    assert "mean little" in res.output and "calibration skipped" in res.output  # 3 validation images per class
+    assert "features computed once" in res.output  # the counterpart of test_train_without_feature_cache
     for name in ("config.yaml", "history.csv", "model.keras", "model.json", "training_curves.png", "skipped.txt"):
         assert (run / name).is_file(), name
     assert any((run / "logs").rglob("*tfevents*"))
@@ -62,7 +58,7 @@ def test_train_end_to_end_writes_a_complete_run(tiny_data, tmp_path):
     assert {"loss", "val_loss", "val_accuracy", "learning_rate"} <= set(hist.columns)
     card = json.loads((run / "model.json").read_text())
     assert card["class_names"] == ["real", "fake"] and card["image_size"] == 48
-    assert card["backbone"] == "efficientnet-lite0" and 0 < card["threshold"] < 1
+    assert card["backbone"] == "efficientnet-lite0" and card["threshold"] == 0.5
     assert card["data"]["train"] == {"real": 9, "fake": 9} and card["data"]["skipped"] == 4
     assert len((run / "skipped.txt").read_text().splitlines()) == 4
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -109,6 +105,8 @@ def test_demo_runs_end_to_end_on_given_data(tiny_data, tmp_path, monkeypatch):
     card = json.loads((tmp_path / "demo" / "model.json").read_text())
     # The hold-out: 10% of 12 per class is tested, and never trained on.
     assert m["n"] == 2 and sum(card["data"]["train"].values()) + sum(card["data"]["val"].values()) == 20
+    assert m["data"]["split"] == "test"
+    assert m["overlap_with_training"] is not None and m["overlap_with_training"]["n"] == 0
     assert (tmp_path / "demo" / "eval-test" / "report.html").is_file()
 
 

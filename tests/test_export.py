@@ -1,7 +1,6 @@
 """`fakedetect export`: every format outputs the calibrated P(fake) that fakedetect itself reports."""
 
 import json
-import shutil
 import sys
 
 import numpy as np
@@ -15,14 +14,9 @@ OUT_NAME = {"saved_model": "m", "tflite": "m.tflite", "onnx": "m.onnx"}
 
 
 @pytest.fixture(scope="module")
-def calib_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run whose calibration temperature is TEMPERATURE."""
-    run = tmp_path_factory.mktemp("calib") / "run"
-    shutil.copytree(tiny_run, run)
-    card = json.loads((run / "model.json").read_text())
-    card["calibration"]["temperature"] = TEMPERATURE
-    (run / "model.json").write_text(json.dumps(card, indent=2))
-    return run
+def calib_run(calibrated_run):
+    """The session's calibrated copy of the tiny run: temperature TEMPERATURE, threshold 0.4."""
+    return calibrated_run
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +113,7 @@ def test_export_sidecar_has_threshold_and_temperature(calib_run, tmp_path):
     assert str(side) in res.output
     card = json.loads(side.read_text())
     run_card = json.loads((calib_run / "model.json").read_text())
-    assert card["threshold"] == run_card["threshold"] and card["temperature"] == TEMPERATURE
+    assert card["threshold"] == run_card["threshold"] == 0.4 and card["temperature"] == TEMPERATURE
     assert card["calibration"]["temperature"] == TEMPERATURE and card["export_format"] == "tflite"
     assert card["export_calibrated"] is True
     assert "calibrated" in card["export_output"] and "threshold" in card["export_output"]

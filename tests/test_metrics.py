@@ -45,7 +45,7 @@ def test_average_precision_by_hand():
 def test_eer_perfect_and_inverted():
     assert eer(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(0.0)
     assert eer(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == pytest.approx(1.0)
-    assert 0 < eer(Y, P) < 0.5
+    assert eer(Y, P) == pytest.approx(0.25)  # one real (0.6) called fake, one fake (0.4) missed
 
 
 def test_ece_by_hand():
@@ -77,6 +77,9 @@ def test_threshold_for_target_fpr():
     assert (p[y == 0] >= t).mean() <= 0.1
     t0 = choose_threshold(y, p, target_fpr=0.0)
     assert (p[y == 0] >= t0).mean() == 0
+    # ...and the most fakes caught within that bound (a threshold of 1 would satisfy the bound and catch none).
+    assert (p[y == 1] >= t).mean() == pytest.approx(0.4)
+    assert (p[y == 1] >= t0).mean() == pytest.approx(0.2)
 
 
 def test_temperature_scaling_fixes_overconfidence():

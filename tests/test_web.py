@@ -175,13 +175,40 @@ def test_no_file_and_too_large(client):
     assert client.post("/api/v1/predict", data={"image": (io.BytesIO(_jpeg()), "a.jpg")}).status_code == 200
 
 
-def test_nothing_left_on_disk(client, tmp_path, monkeypatch):
+def test_uploads_never_touch_the_disk(client, monkeypatch):
     import tempfile
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    big = _jpeg((900, 700), 95)  # large enough for Werkzeug to spool it
-    assert client.post("/api/v1/predict", data={"image": (io.BytesIO(big), "a b.jpg")}).status_code == 200
-    assert list(tmp_path.iterdir()) == []
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    big = _jpeg((900, 700), 95)  # past Werkzeug's 500 KB spooling threshold, under the 1 MB limit
+    assert len(big) > 500 * 1024
+    boundary, body = encode_multipart({"image": FileStorage(io.BytesIO(big), "a b.jpg")})
+    opened, real = [], tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: opened.append(1) or real(*a, **k))
+    r = client.post("/api/v1/predict", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 200 and opened == []
+
+
+def test_api_reports_calibrated_probabilities_at_the_runs_threshold(client, calibrated_run, tiny_data):
+    from fakedetect.metrics import apply_temperature
+
+    files = sorted(p for p in tiny_data.rglob("*") if p.suffix in (".png", ".jpg"))  # 24 (at most 32 per request)
+
+    def results(c):
+        r = c.post("/api/v1/predict", data={"image": [(io.BytesIO(p.read_bytes()), p.name) for p in files]})
+        assert r.status_code == 200, r.json
+        return r.json["results"]
+
+    plain = results(client)  # tiny_run: temperature 1, threshold 0.5
+    cal = results(create_app(calibrated_run, {"TESTING": True}).test_client())
+    p0, p1 = (np.array([r["prob_fake"] for r in rs]) for rs in (plain, cal))
+    np.testing.assert_allclose(p1, apply_temperature(p0, 2.5), atol=1e-6)
+    assert np.abs(p1 - p0).max() > 1e-3  # the temperature does change these scores
+    for a, b in zip(plain, cal, strict=True):
+        assert b["threshold"] == 0.4 and b["label"] == ("fake" if b["prob_fake"] >= 0.4 else "real")
+        for k, v in a["variants"].items():  # the uncertainty check compares calibrated scores too
+            assert b["variants"][k] == pytest.approx(float(apply_temperature(np.array([v]), 2.5)[0]), abs=1e-6)
 
 
 def test_api_token(tiny_run):

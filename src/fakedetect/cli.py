@@ -298,7 +298,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
 
     cfg = load_config(config_path, flags)
     preflight(cfg, out, overwrite)  # weights file, unfreeze target, output folder: before any slow work
-    data = resolve_data(data, log=_echo)
+    resolve_data(data, log=_echo)  # an archive is extracted (once) here, with a message; training gets `data` itself
     size = cfg.image_size or BACKBONES[cfg.backbone].image_size
     _echo(f"backbone {cfg.backbone} at {size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))

@@ -13,7 +13,7 @@ import pandas as pd
 from fakedetect import CLASS_NAMES
 from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
 from fakedetect.data import Split, choose_split, digest_ids, discover, to_split
-from fakedetect.inference import DECODE_FAILED, HASHES_FILE, Run, load_run, predict_raw
+from fakedetect.inference import DECODE_FAILED, HASHES_FILE, Run, load_run, score_files
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
 
 Log = Callable[[str], None]
@@ -24,6 +24,7 @@ class Scored:
     split: Split
     raw: np.ndarray  # uncalibrated P(fake)
     prob: np.ndarray  # calibrated P(fake)
+    distance: np.ndarray | None = None  # domain distance (None: the run has no domain model)
 
     @property
     def y(self) -> np.ndarray:
@@ -57,11 +58,13 @@ def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log |
         if log and (i == n or i % (batch_size * 20) == 0):
             log(f"  scored {i}/{n} images")
 
-    raw = predict_raw(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb, progress)
+    raw, dist = score_files(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb,
+                            progress, domain=run.domain)
     failed = np.flatnonzero(np.isnan(raw))
     if len(failed):
         split, raw = split.without(failed, DECODE_FAILED), np.delete(raw, failed)
-    return Scored(split, raw, run.calibrate(raw))
+        dist = np.delete(dist, failed) if dist is not None else None
+    return Scored(split, raw, run.calibrate(raw), dist)
 
 
 def overlap_with_training(run: Run, s: Scored, log: Log = print) -> dict | None:
@@ -90,6 +93,21 @@ def overlap_with_training(run: Run, s: Scored, log: Log = print) -> dict | None:
         else:
             auc = "undefined" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
             log(f"         on the {m['n']} images it never saw: accuracy {m['accuracy']:.4f}, ROC AUC {auc}")
+    return out
+
+
+def domain_summary(run: Run, s: Scored, log: Log = print) -> dict | None:
+    """How many test images are unlike the training images, and the metrics on those that are like them."""
+    if run.domain is None or s.distance is None:
+        return None
+    inside = run.domain.in_domain(s.distance)
+    out = {"threshold": run.domain.threshold, "n_out_of_domain": int((~inside).sum()),
+           "share_out_of_domain": float((~inside).mean()) if len(inside) else 0.0,
+           "metrics_in_domain": binary_metrics(s.y[inside], s.prob[inside], run.threshold) if inside.any() else None}
+    share = out["share_out_of_domain"]
+    msg = (f"{out['n_out_of_domain']} of {len(inside)} test images ({share:.1%}) are unlike the images this run was "
+           "trained on (domain distance above the 99th percentile of validation)")
+    log(("WARNING: " + msg + ": its verdicts on them are unreliable") if share > 0.05 else msg)
     return out
 
 
@@ -131,6 +149,7 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     split = s.split  # without the files TensorFlow could not decode after all (now in split.skipped)
     m = full_metrics(run, s)
     m["overlap_with_training"] = overlap_with_training(run, s, log)
+    m["domain"] = domain_summary(run, s, log)
     m["model"] = {k: run.card.get(k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
     m["model"]["run_dir"] = str(run.path.resolve())
     m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}
@@ -138,7 +157,7 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
 
     pred = (s.prob >= run.threshold).astype(int)
     df = pd.DataFrame({"path": split.paths, "label": s.y, "prob_fake": s.prob, "prob_real": 1 - s.prob,
-                       "predicted": pred})
+                       "predicted": pred, **run.domain_fields(s.distance, len(s.y))})
     with atomic_path(out_dir / "predictions.csv") as tmp:
         df.to_csv(tmp, index=False)
     write_text(out_dir / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in split.skipped))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fakedetect.data import TF_REJECTED
+from fakedetect.domain import DOMAIN_FILE, DomainModel
 from fakedetect.errors import RunError  # noqa: F401 - re-exported
 from fakedetect.metrics import apply_temperature
 
@@ -20,6 +21,7 @@ class Run:
     path: Path
     model: object  # keras.Model
     card: dict
+    domain: DomainModel | None = None  # None: a run trained before domain models were fitted
 
     @property
     def image_size(self) -> int:
@@ -36,6 +38,13 @@ class Run:
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """The model's P(fake) after the run's temperature scaling (what every output reports)."""
         return apply_temperature(raw, self.temperature)
+
+    def domain_fields(self, distances: np.ndarray | None, n: int) -> dict[str, list]:
+        """``in_domain`` and ``domain_distance`` for ``n`` images (None each when the run has no domain model)."""
+        if self.domain is None or distances is None:
+            return {"in_domain": [None] * n, "domain_distance": [None] * n}
+        return {"in_domain": [bool(v) for v in self.domain.in_domain(distances)],
+                "domain_distance": [float(d) for d in distances]}
 
 
 def check_run_dir(run_dir: str | Path) -> dict:
@@ -71,7 +80,8 @@ def load_run(run_dir: str | Path) -> Run:
     card = check_run_dir(run_dir)
     from fakedetect.model import load_model
 
-    return Run(Path(run_dir), load_model(Path(run_dir) / "model.keras"), card)
+    return Run(Path(run_dir), load_model(Path(run_dir) / "model.keras"), card,
+               DomainModel.load(Path(run_dir) / DOMAIN_FILE))
 
 
 HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training and validation images
@@ -79,15 +89,17 @@ HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _compiled(model):
-    """The model's inference as a tf.function, made once per model: eager calls cost ~40% of the throughput
-    on small images, and a new tf.function per call would trace again every time."""
+def scoring_function(model):
+    """The model's inference as a tf.function made once per model, giving (P(fake), pooled backbone features):
+    eager calls cost ~40% of the throughput on small images, and a new tf.function per call would trace again
+    every time. The features come from the same forward pass (for the domain check)."""
+    import keras
     import tensorflow as tf
 
     fn = _COMPILED.get(model)
     if fn is None:
-        ref = weakref.ref(model)  # the cached function must not keep its model alive
-        fn = _COMPILED[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+        both = keras.Model(model.input, [model.output, model.get_layer("head_pool").output])
+        fn = _COMPILED[model] = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
     return fn
 
 
@@ -105,20 +117,33 @@ def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
         perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
         progress: called with (images done, total) after each batch.
     """
+    return score_files(model, paths, image_size, batch_size, pillow_only, perturb, progress)[0]
+
+
+def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
+                pillow_only: list[bool] | None = None, perturb: Callable | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                domain: DomainModel | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uncalibrated P(fake), domain distance or None) per file, from one forward pass; see :func:`predict_raw`."""
     from fakedetect.pipeline import build_dataset
 
     out = np.full(len(paths), np.nan, dtype=np.float64)
+    dist = np.full(len(paths), np.nan, dtype=np.float64) if domain is not None else None
     if not paths:
-        return out
+        return out, dist
     ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb,
                        with_index=True)
-    fn = _compiled(model)
+    fn = scoring_function(model)
     done = 0
     for idx, batch in ds:
-        out[idx.numpy()] = np.asarray(fn(batch), dtype=np.float64).reshape(-1)
-        done = int(idx.numpy()[-1]) + 1
+        i = idx.numpy()
+        p, feats = fn(batch)
+        out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
+        if domain is not None:
+            dist[i] = domain.distance(np.asarray(feats))
+        done = int(i[-1]) + 1
         if progress:
             progress(done, len(paths))
     if progress and done != len(paths):
         progress(len(paths), len(paths))  # the last files were dropped
-    return out
+    return out, dist

@@ -11,7 +11,7 @@ import pandas as pd
 
 from fakedetect.data import DataError, check_images, list_files
 from fakedetect.errors import ConfigError
-from fakedetect.inference import DECODE_FAILED, Run, predict_raw
+from fakedetect.inference import DECODE_FAILED, Run, score_files
 
 
 @dataclass
@@ -42,17 +42,21 @@ def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
                          tf_verify=True)
     ok = [i for i in infos if i.error is None]
     bad = [(i.path, i.error) for i in infos if i.error is not None]
-    raw = predict_raw(run.model, [i.path for i in ok], run.image_size, batch_size, [not i.tf_decodable for i in ok],
-                      progress=(lambda i, n: progress("predicted", i, n)) if progress else None)
+    raw, dist = score_files(run.model, [i.path for i in ok], run.image_size, batch_size,
+                            [not i.tf_decodable for i in ok],
+                            progress=(lambda i, n: progress("predicted", i, n)) if progress else None,
+                            domain=run.domain)
     failed = np.isnan(raw)
     bad += [(i.path, DECODE_FAILED) for i, f in zip(ok, failed, strict=True) if f]
     ok, raw = [i for i, f in zip(ok, failed, strict=True) if not f], raw[~failed]
+    dist = dist[~failed] if dist is not None else None
     prob = run.calibrate(raw)
     table = pd.DataFrame({
         "path": [i.path for i in ok],
         "prob_fake": prob,
         "prob_real": 1 - prob,
         "label": ["fake" if p >= run.threshold else "real" for p in prob],
+        **run.domain_fields(dist, len(prob)),
     })
     return PredictResult(table, bad)
 

@@ -37,7 +37,8 @@ from fakedetect.training.loop import Loop, Phase, Recorder, binary_sums, read_st
 STATE_FILE = "state.json"
 FEW_VAL_IMAGES = 50  # per class: below this, validation metrics, threshold and calibration are warned about
 MIN_CALIBRATION_IMAGES = 20  # per class: below this, no temperature or threshold is fitted
-__all__ = ["TrainResult", "feature_stream", "image_stream", "preflight", "prepare_data", "resume_training", "train"]
+__all__ = ["TrainResult", "feature_stream", "fit_domain_model", "image_stream", "preflight", "prepare_data",
+           "resume_training", "train"]
 
 
 @dataclass
@@ -99,6 +100,8 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
         # Everything that can fail on bad input has run: only now create the run folder.
         created = not out.exists() or not any(out.iterdir())
         run_dir = out if resume else fresh_dir(out, overwrite, "run folder", RunExistsError)
+        if overwrite and not resume:
+            _clear_previous_run(run_dir)
     else:
         created, run_dir = True, Path(tempfile.mkdtemp(prefix="fakedetect-worker-"))
     try:
@@ -112,6 +115,19 @@ def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None
     finally:
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+RUN_FILES = ("model.keras", "model.json", "history.csv", STATE_FILE, "config.yaml", "skipped.txt", HASHES_FILE,
+             "training_curves.png", "domain.npz")
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    """--overwrite: the files of an earlier run go, so none of them is taken for this run's (a stale model.json
+    beside new weights, an old model.keras as the "best so far")."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "logs"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chief: bool, train_split: Split,
@@ -136,6 +152,12 @@ def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chie
         if not resume:
             write_text(run_dir / "config.yaml", dump_config(cfg))
             write_json(run_dir / STATE_FILE, {"data_root": str(Path(data_root).resolve()), "phase": "frozen"})
+        elif (run_dir / "history.csv").is_file():
+            # Epochs after the last state.json (killed between the two writes) are run again: drop their rows.
+            rows = pd.read_csv(run_dir / "history.csv")
+            rows = rows[rows["epoch"] <= int(state.get("epoch", 0))]
+            with atomic_path(run_dir / "history.csv", suffix=".csv") as tmp:
+                rows.to_csv(tmp, index=False)
         write_text(run_dir / "skipped.txt",
                    "".join(f"{p}\t{why}\n" for p, why in train_split.skipped + val_split.skipped))
         # Content ids of every training and validation image: evaluate uses them to flag a test set that overlaps.
@@ -155,14 +177,23 @@ def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chie
     weights = class_weights(train_split, cfg.class_weights)
     if not np.allclose(weights, 1):
         log(f"class weights (imbalanced classes): real {weights[0]:.3f}, fake {weights[1]:.3f}")
-    history = pd.read_csv(run_dir / "history.csv").to_dict(orient="records") \
-        if resume and (run_dir / "history.csv").is_file() else []
+    history = pd.read_csv(out / "history.csv").to_dict(orient="records") \
+        if resume and (out / "history.csv").is_file() else []
+    history = [r for r in history if r["epoch"] <= int(state.get("epoch", 0))]
     recorder = Recorder(run_dir, chief, log, rows=history)
+    mixed = cfg.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
+    if mixed and n_rep > 1:
+        # Keras' LossScaleOptimizer decides to skip an overflowing step per replica, before the gradients are
+        # summed: replicas (and workers) would disagree, and a multi-worker job would hang. Not until it is global.
+        log("mixed precision ignored with several replicas (loss-scale decisions would differ per replica)")
+        mixed = False
     loop = Loop(strategy, cfg, model, global_batch, weights, recorder, run_dir / "checkpoints", out, state, log,
-                mixed_precision=cfg.mixed_precision and bool(tf.config.list_logical_devices("GPU")),
-                best_val_loss=float(state.get("best_val_loss", np.inf)), epochs_done=len(history))
+                mixed_precision=mixed, best_val_loss=float(state.get("best_val_loss", np.inf)),
+                epochs_done=int(state.get("epoch", 0)) if resume else 0, resumed=resume)
     steps = max(1, len(train_split) // global_batch)
     warmup = min(steps, 200) if lr_scale > 1 else 0
+    if n_workers > 1:
+        _check_same_data(strategy, train_split, val_split, n_workers)
     val_shard = shard_of(val_split, n_workers, me)
     phase = state.get("phase", "frozen")
 
@@ -186,14 +217,34 @@ def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chie
         loop.run(Phase(
             "finetune", model,
             lambda done: image_stream(strategy, train_split, size, global_batch, cfg, cfg.seed + 1000 + done)[0],
-            lambda: _validate(model, val_shard, size, cfg.batch_size),
+            _validator(model, val_shard, size, cfg.batch_size),
             cfg.epochs_finetune, cfg.lr_finetune * lr_scale, steps, warmup))
     if n_rep > 1:
         log(f"final weights checksum {weights_digest(model)} (the same on every replica and worker)")
     if not chief:
         log(f"worker {me} done; the chief writes the run folder")
         return TrainResult(out, pd.DataFrame(recorder.rows), {}, time.perf_counter() - t_start)
-    return _finish(run_dir, cfg, strategy, val_split, summary, recorder, model, size, log, t_start)
+    return _finish(run_dir, cfg, strategy, train_split, val_split, summary, recorder, model, size, log, t_start)
+
+
+def _check_same_data(strategy, train_split: Split, val_split: Split, n_workers: int) -> None:
+    """Every worker must see the same images (same files, same checks): the shards and the number of steps come
+    from them, and a mismatch would make the workers' collectives disagree (a hang), or shards overlap."""
+    import hashlib
+
+    from fakedetect.errors import DataError
+    from fakedetect.training.loop import all_reduce_sum
+
+    h = hashlib.sha1("".join(train_split.digests + ["|"] + val_split.digests).encode()).hexdigest()
+    local = np.array([len(train_split), len(val_split), int(h[:10], 16)], np.float64)  # 40 bits: exact in float64
+    total = all_reduce_sum(strategy, local)
+    if not np.array_equal(total, local * n_workers):
+        raise DataError(f"the {n_workers} workers do not see the same data (this one: {len(train_split)} training, "
+                        f"{len(val_split)} validation images): give every machine the same --data (same files, "
+                        "same options) and make sure no file is unreadable on only some of them")
+    if len(train_split) < n_workers or len(val_split) < n_workers:
+        raise DataError(f"{len(train_split)} training / {len(val_split)} validation images cannot be shared by "
+                        f"{n_workers} workers")
 
 
 def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, cfg: TrainConfig, lr_scale: float,
@@ -206,12 +257,12 @@ def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, c
         return Phase("frozen", model,
                      lambda done: image_stream(strategy, train_split, size, loop.global_batch, cfg,
                                                cfg.seed + done)[0],
-                     lambda: _validate(model, val_shard, size, cfg.batch_size),
+                     _validator(model, val_shard, size, cfg.batch_size),
                      cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup)
     t0 = time.perf_counter()
     extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    f_train, y_train = _features(extractor, shard_of(train_split, n_workers, me), size, cfg.batch_size)
-    f_val, y_val = _features(extractor, val_shard, size, cfg.batch_size)
+    f_train, y_train = _features(extractor, shard_of(train_split, n_workers, me), size, cfg.batch_size, loop.log)
+    f_val, y_val = _features(extractor, val_shard, size, cfg.batch_size, loop.log)
     loop.log(f"  features computed once for {len(f_train) + len(f_val)} images "
              f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
     with strategy.scope():
@@ -219,47 +270,57 @@ def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, c
         head = keras.Model(inp, model.get_layer("head_prob")(model.get_layer("head_dropout")(inp)), name="head")
     return Phase("frozen", head,
                  lambda done: feature_stream(strategy, f_train, y_train, loop.global_batch, cfg.seed + done),
-                 lambda: _validate(head, None, size, cfg.batch_size, features=(f_val, y_val)),
+                 _validator(head, None, size, cfg.batch_size, features=(f_val, y_val)),
                  cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup)
 
 
-def _features(extractor, split: Split, size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _features(extractor, split: Split, size: int, batch_size: int,
+              log: Log | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features (after pooling) of un-augmented images, and their labels; undecodable files left out."""
     import tensorflow as tf
 
     fn = tf.function(lambda x: extractor(x, training=False))
     idx, feats = [], []
+    t0 = t_last = time.perf_counter()
     for i, x, _ in eval_batches(split, size, batch_size):
         idx.append(i.numpy())
         feats.append(np.asarray(fn(x), np.float32))
+        if log and time.perf_counter() - t_last >= 30:
+            t_last = time.perf_counter()
+            log(f"  features: {int(idx[-1][-1]) + 1}/{len(split)} images, {t_last - t0:.0f}s")
     if not feats:
         return np.zeros((0, int(extractor.output_shape[-1])), np.float32), np.zeros(0, np.float32)
     idx = np.concatenate(idx)
     return np.concatenate(feats), np.asarray(split.labels, np.float32)[idx]
 
 
-def _validate(model, split: Split | None, size: int, batch_size: int, features=None) -> np.ndarray:
-    """This worker's validation sums, from a local forward pass over its share of the validation images."""
+def _validator(model, split: Split | None, size: int, batch_size: int, features=None):
+    """A function giving this worker's validation sums, from a local forward pass over its share of the
+    validation images (or features); its compiled model call is made once, not every epoch."""
     import tensorflow as tf
 
-    fn = tf.function(lambda x: tf.reshape(model(x, training=False), [-1]))
-    ys, ps = [], []
-    if features is not None:
-        f, y = features
-        for i in range(0, len(f), 256):
-            ps.append(np.asarray(fn(f[i:i + 256]), np.float64))
-        ys.append(y)
-    else:
-        for _, x, y in eval_batches(split, size, batch_size):
-            ps.append(np.asarray(fn(x), np.float64))
-            ys.append(y.numpy())
-    y = np.concatenate(ys) if ys else np.zeros(0)
-    p = np.concatenate(ps) if ps else np.zeros(0)
-    return binary_sums(y, p)
+    fn = tf.function(lambda x: tf.reshape(model(x, training=False), [-1]), reduce_retracing=True)
+
+    def validate() -> np.ndarray:
+        ys, ps = [], []
+        if features is not None:
+            f, y = features
+            for i in range(0, len(f), 256):
+                ps.append(np.asarray(fn(f[i:i + 256]), np.float64))
+            ys.append(y)
+        else:
+            for _, x, y in eval_batches(split, size, batch_size):
+                ps.append(np.asarray(fn(x), np.float64))
+                ys.append(y.numpy())
+        y = np.concatenate(ys) if ys else np.zeros(0)
+        p = np.concatenate(ps) if ps else np.zeros(0)
+        return binary_sums(y, p)
+
+    return validate
 
 
-def _finish(run_dir: Path, cfg: TrainConfig, strategy, val_split: Split, summary: dict, recorder: Recorder,
-            model, size: int, log: Log, t_start: float) -> TrainResult:
+def _finish(run_dir: Path, cfg: TrainConfig, strategy, train_split: Split, val_split: Split, summary: dict,
+            recorder: Recorder, model, size: int, log: Log, t_start: float) -> TrainResult:
     """The chief's last steps: best model, calibration on validation, plots, model card."""
     from fakedetect.model import load_model
     from fakedetect.plots import plot_training_curves
@@ -279,6 +340,8 @@ def _finish(run_dir: Path, cfg: TrainConfig, strategy, val_split: Split, summary
     else:
         log(f"calibration on validation: temperature {calibration['temperature']:.3f}, ECE "
             f"{calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f}; threshold {threshold:.4f}")
+    domain = fit_domain_model(best, train_split, val_split, size, cfg, run_dir, log)
+    domain["sources"] = [summary["data_root"]]
     history = pd.DataFrame(recorder.rows)
     if len(history):
         plot_training_curves(history, run_dir / "training_curves.png")
@@ -301,6 +364,7 @@ def _finish(run_dir: Path, cfg: TrainConfig, strategy, val_split: Split, summary
         "strategy": {"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": n_rep,
                      "workers": num_workers(strategy), "global_batch_size": cfg.batch_size * n_rep},
         "data": summary,
+        "domain": domain,
         "val_metrics": val_metrics,
         "epochs_run": {"frozen": int((history["phase"] == "frozen").sum()) if len(history) else 0,
                        "finetune": int((history["phase"] == "finetune").sum()) if len(history) else 0},
@@ -313,6 +377,34 @@ def _finish(run_dir: Path, cfg: TrainConfig, strategy, val_split: Split, summary
         f"balanced accuracy {val_metrics['balanced_accuracy']:.4f} AUC {_fmt(val_metrics['roc_auc'])}")
     log(f"done in {seconds:.0f}s: {run_dir}")
     return TrainResult(run_dir, history, val_metrics, seconds)
+
+
+def fit_domain_model(model, train_split: Split, val_split: Split, size: int, cfg: TrainConfig, run_dir: Path,
+                     log: Log) -> dict:
+    """Fits the density of the training images' features (see :mod:`fakedetect.domain`), writes domain.npz and
+    returns the model card's description of the training domain."""
+    import keras
+
+    from fakedetect.domain import DOMAIN_FILE, MAX_FIT_IMAGES, QUANTILE, fit_domain
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    fit = train_split.take(np.sort(rng.permutation(len(train_split))[:MAX_FIT_IMAGES]))
+    val = val_split.take(np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES]))
+    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
+    f_fit, y_fit = _features(extractor, fit, size, cfg.batch_size)
+    f_val, _ = _features(extractor, val, size, cfg.batch_size)
+    domain = fit_domain(f_fit, y_fit, f_val)
+    domain.save(run_dir / DOMAIN_FILE)
+    side = np.sqrt(np.asarray(train_split.pixels, np.float64))
+    log(f"training domain: feature density of {len(f_fit)} training images, threshold {domain.threshold:.2f} "
+        f"(the {QUANTILE:.0%} quantile of {len(f_val)} validation images) ({time.perf_counter() - t0:.0f}s)")
+    return {"method": "Mahalanobis distance to the nearer class mean of backbone features (shared covariance, "
+                      "Ledoit-Wolf); in domain when at most the threshold",
+            "threshold": domain.threshold, "quantile_of_validation": QUANTILE, "fit_images": len(f_fit),
+            "validation_images": len(f_val),
+            "image_side_px": {"min": int(side.min()), "median": int(np.median(side)), "max": int(side.max())}
+            if len(side) else None}
 
 
 def _fmt(v) -> str:

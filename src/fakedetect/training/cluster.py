@@ -88,6 +88,9 @@ def make_strategy(name: str = "auto", devices: list[str] | None = None, timeout_
     n_cpus = int(os.environ.get("FAKEDETECT_LOGICAL_CPUS", "0") or 0)
     if n_cpus > 1:
         split_cpu(n_cpus)
+    if name != "multi-worker" and len(cluster_workers()) > 1:
+        raise StrategyError(f"$TF_CONFIG lists {len(cluster_workers())} machines but the strategy is {name!r}: each "
+                            "would train on its own. Use --strategy multi-worker (or --workers ... --task-index N)")
     if name == "multi-worker":
         if "TF_CONFIG" not in os.environ:
             raise StrategyError("--strategy multi-worker needs the machines: --workers host:port,host:port "

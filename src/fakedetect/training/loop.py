@@ -43,12 +43,15 @@ def all_reduce_sum(strategy, values: np.ndarray) -> np.ndarray:
 def binary_sums(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """[loss sum, count, correct at 0.5, histogram of fake scores, histogram of real scores]: additive, so
     they can be summed across workers and turned into metrics once."""
-    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    p = p.astype(np.float64)
     y = y.astype(np.float64)
+    finite = np.isfinite(p)  # a diverged model's NaN makes the loss NaN (reported), never a crash
+    p = np.clip(np.where(finite, p, 0.5), 1e-7, 1 - 1e-7)
     loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    loss = np.where(finite, loss, np.nan)
     bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
-    pos = np.bincount(bins[y == 1], minlength=AUC_BINS)
-    neg = np.bincount(bins[y == 0], minlength=AUC_BINS)
+    pos = np.bincount(bins[(y == 1) & finite], minlength=AUC_BINS)
+    neg = np.bincount(bins[(y == 0) & finite], minlength=AUC_BINS)
     return np.concatenate([[loss.sum(), len(y), ((p >= 0.5) == (y == 1)).sum()], pos, neg])
 
 
@@ -135,6 +138,7 @@ class Loop:
     state: dict
     log: Log
     mixed_precision: bool = False
+    resumed: bool = False
     best_val_loss: float = math.inf
     best_weights: list | None = None
     epochs_done: int = 0
@@ -152,7 +156,7 @@ class Loop:
         """Puts the best weights so far back in the model (before fine-tuning, and at the end)."""
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-        elif (self.read_dir / "model.keras").is_file():  # a resumed run: the chief's file (shared storage)
+        elif self.resumed and (self.read_dir / "model.keras").is_file():  # the chief's file (shared storage)
             self.model.load_weights(self.read_dir / "model.keras")
 
     def _optimizer(self, learning_rate: float, variables):
@@ -172,6 +176,8 @@ class Loop:
         class_w = tf.constant(self.class_weights, tf.float32)
         variables = model.trainable_variables
 
+        # No AutoGraph: the steps hold no Python control flow on tensors, and converting them only costs time.
+        @tf.autograph.experimental.do_not_convert
         def replica_step(x, y):
             with tf.GradientTape() as tape:
                 p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
@@ -185,9 +191,13 @@ class Loop:
             grads = tape.gradient(scaled, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             correct = tf.reduce_sum(tf.cast(tf.equal(p >= 0.5, y >= 0.5), tf.float32))
-            return tf.stack([tf.reduce_sum(per_example), correct, tf.cast(tf.size(y), tf.float32)])
+            bins = tf.minimum(tf.cast(p * AUC_BINS, tf.int32), AUC_BINS - 1)
+            pos = tf.math.bincount(bins, weights=y, minlength=AUC_BINS, maxlength=AUC_BINS, dtype=tf.float32)
+            neg = tf.math.bincount(bins, weights=1 - y, minlength=AUC_BINS, maxlength=AUC_BINS, dtype=tf.float32)
+            head = tf.stack([tf.reduce_sum(per_example), tf.cast(tf.size(y), tf.float32), correct])
+            return tf.concat([head, pos, neg], 0)  # as binary_sums: [loss sum, count, correct, histograms]
 
-        @tf.function
+        @tf.function(autograph=False)
         def step(iterator):
             per_replica = strategy.run(replica_step, args=next(iterator))
             return tf.add_n(strategy.experimental_local_results(per_replica))  # this worker's sums
@@ -209,7 +219,7 @@ class Loop:
         resumed = self.state.get("phase") == phase.name and self.state.get("checkpoint")
         if resumed:
             path = self.read_dir / self.state["checkpoint"]
-            ckpt.restore(str(path)).expect_partial()
+            ckpt.restore(str(path)).assert_existing_objects_matched()
             done, lr = int(self.state["phase_epoch"]), float(self.state["learning_rate"])
             restore(plateau, self.state.get("plateau"))
             restore(stop, self.state.get("early_stopping"))
@@ -222,7 +232,7 @@ class Loop:
         global_step = done * phase.steps
         for e in range(done + 1, phase.epochs + 1):
             t0 = t_last = time.perf_counter()
-            sums = np.zeros(3)
+            sums = np.zeros(3 + 2 * AUC_BINS)
             for s in range(phase.steps):
                 if global_step < phase.warmup_steps:
                     optimizer.learning_rate.assign(warmup_lr(lr, global_step, phase.warmup_steps))
@@ -234,12 +244,12 @@ class Loop:
                 if now - t_last >= PROGRESS_EVERY_S:
                     t_last = now
                     log(f"  [{phase.name}] epoch {self.epochs_done + 1}: batch {s + 1}/{phase.steps}, "
-                            f"loss {sums[0] / max(sums[2], 1):.4f}, {now - t0:.0f}s")
-            train = all_reduce_sum(strategy, sums)
+                            f"loss {sums[0] / max(sums[1], 1):.4f}, {now - t0:.0f}s")
+            train = sums_to_metrics(all_reduce_sum(strategy, sums))
             val = sums_to_metrics(all_reduce_sum(strategy, phase.validate()))
             self.epochs_done += 1
-            row = {"epoch": self.epochs_done, "phase": phase.name, "loss": float(train[0] / train[2]),
-                   "accuracy": float(train[1] / train[2]), "val_loss": val["loss"],
+            row = {"epoch": self.epochs_done, "phase": phase.name, "loss": train["loss"],
+                   "accuracy": train["accuracy"], "auc": train["auc"], "val_loss": val["loss"],
                    "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": lr,
                    "seconds": round(time.perf_counter() - t0, 2)}
             if np.isfinite(val["loss"]) and val["loss"] < self.best_val_loss:

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from flask import Flask, abort, jsonify, request
+from flask import Flask, Request, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 DEFAULT_MAX_UPLOAD_MB = 20
@@ -138,6 +138,14 @@ class DrainUnreadBody:
                 _drain(body, None if length is None else length - body.nread, max_bytes, max_seconds)
 
 
+class InMemoryRequest(Request):
+    """Uploads stay in memory: Werkzeug would spool a file part over 500 KB to a temporary file on disk.
+    MAX_CONTENT_LENGTH bounds the memory they take."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
 def create_app(run_dir: str | Path | None = None, config: dict | None = None) -> Flask:
     """Builds the app for the run in ``run_dir`` (or config["RUN_DIR"]).
 
@@ -150,6 +158,7 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
     from fakedetect.web.service import Scorer
 
     app = Flask(__name__)
+    app.request_class = InMemoryRequest
     mb = float(os.environ.get("FAKEDETECT_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB))
     app.config.update(MAX_CONTENT_LENGTH=int(mb * 1024 * 1024), API_TOKEN=os.environ.get("FAKEDETECT_API_TOKEN"),
                       MAX_FILES=MAX_FILES, RUN_DIR=run_dir, UPLOAD_DRAIN_MAX_BYTES=DRAIN_MAX_BYTES,
@@ -203,4 +212,8 @@ def create_app_from_env() -> Flask:
     run_dir = os.environ.get("FAKEDETECT_RUN_DIR")
     if not run_dir:
         raise RuntimeError("set FAKEDETECT_RUN_DIR to a run folder")
+    from fakedetect.quiet import import_tensorflow
+
+    # Each gunicorn worker imports TensorFlow: without `serve -v`, its start-up notices stay out of the log.
+    import_tensorflow(verbose=os.environ.get("FAKEDETECT_VERBOSE") == "1")
     return create_app(run_dir)

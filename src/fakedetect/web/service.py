@@ -87,12 +87,11 @@ class Scorer:
     """Holds the run and a compiled inference function; one per process."""
 
     def __init__(self, run: Run):
-        import tensorflow as tf
+
+        from fakedetect.inference import scoring_function
 
         self.run = run
-        size = run.image_size
-        self._predict = tf.function(lambda x: run.model(x, training=False),
-                                    input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        self._predict = scoring_function(run.model)  # the one scoring function: (P(fake), pooled features)
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
@@ -138,8 +137,11 @@ class Scorer:
         variants = [img, jpeg_reencode(90)(img), downscale(0.75)(img)]
         batch = tf.stack([resize(v, self.run.image_size) for v in variants])
         with self._lock:
-            raw = np.asarray(self._predict(batch), dtype=np.float64).reshape(-1)
+            p, feats = self._predict(batch)
+        raw = np.asarray(p, dtype=np.float64).reshape(-1)
         prob = self.run.calibrate(raw)
+        dist = self.run.domain.distance(np.asarray(feats)[:1]) if self.run.domain is not None else None
+        domain = {k: v[0] for k, v in self.run.domain_fields(dist, 1).items()}
         t = self.run.threshold
         label = "fake" if prob[0] >= t else "real"
         flips = [name for name, p in zip(FLIP_VARIANTS, prob[1:], strict=True) if (p >= t) != (prob[0] >= t)]
@@ -151,6 +153,7 @@ class Scorer:
             "uncertain": bool(flips),
             "uncertain_because": [f"the decision flips when the image is {f}" for f in flips],
             "variants": {name: float(p) for name, p in zip(FLIP_VARIANTS, prob[1:], strict=True)},
+            **domain,  # in_domain: False when the image is unlike the training images (None: not known)
             "image": c.facts,
         }
         if explain:

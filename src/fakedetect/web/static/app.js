@@ -32,7 +32,14 @@
     document.getElementById("prob-real").textContent = pct(real);
     const verdict = document.getElementById("verdict");
     const unc = document.getElementById("uncertain");
-    if (r.uncertain) {
+    const dom = document.getElementById("domain");
+    dom.hidden = r.in_domain !== false;
+    if (r.in_domain === false) {
+      dom.textContent = "This image is unlike the images this model was trained on: its verdict is unreliable.";
+      verdict.textContent = "No reliable verdict (leans " + r.label + ")";
+      verdict.className = "verdict unreliable";
+      unc.hidden = true;
+    } else if (r.uncertain) {
       verdict.textContent = "Uncertain (leans " + r.label + ")";
       verdict.className = "verdict uncertain";
       unc.textContent = "The answer is not stable: " + r.uncertain_because.join("; ") +
@@ -53,6 +60,9 @@
     row(facts, "size", im.width + " \u00d7 " + im.height + " px, " + (im.bytes / 1024).toFixed(1) + " KB");
     row(facts, "JPEG quality", im.jpeg_quality_estimate === null ? "not a JPEG" : "about " + im.jpeg_quality_estimate);
     row(facts, "EXIF metadata", im.exif ? "present" : "none");
+    if (r.in_domain !== null && r.in_domain !== undefined) {
+      row(facts, "like the training images", r.in_domain ? "yes" : "no (distance " + r.domain_distance.toFixed(1) + ")");
+    }
     const variants = document.getElementById("variants");
     variants.innerHTML = "";
     row(variants, "as uploaded", "P(fake) " + pct(fake));
