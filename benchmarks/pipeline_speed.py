@@ -69,8 +69,7 @@ def main() -> int:
     it = iter(stream)
     recompute = timed_steps(loop._train_step(model, opt), it, steps)
     t = time.perf_counter()
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    feats, labels = _features(extractor, split, size, bs)
+    feats, labels = _features(model, split, size, bs)
     extract = time.perf_counter() - t
     inp = keras.Input((feats.shape[1],))
     head = keras.Model(inp, model.get_layer("head_prob")(model.get_layer("head_dropout")(inp)))

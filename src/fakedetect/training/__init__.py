@@ -260,9 +260,8 @@ def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, c
                      _validator(model, val_shard, size, cfg.batch_size),
                      cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup)
     t0 = time.perf_counter()
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    f_train, y_train = _features(extractor, shard_of(train_split, n_workers, me), size, cfg.batch_size, loop.log)
-    f_val, y_val = _features(extractor, val_shard, size, cfg.batch_size, loop.log)
+    f_train, y_train = _features(model, shard_of(train_split, n_workers, me), size, cfg.batch_size, loop.log)
+    f_val, y_val = _features(model, val_shard, size, cfg.batch_size, loop.log)
     loop.log(f"  features computed once for {len(f_train) + len(f_val)} images "
              f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
     with strategy.scope():
@@ -274,22 +273,23 @@ def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, c
                  cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup)
 
 
-def _features(extractor, split: Split, size: int, batch_size: int,
+def _features(model, split: Split, size: int, batch_size: int,
               log: Log | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features (after pooling) of un-augmented images, and their labels; undecodable files left out."""
-    import tensorflow as tf
+    from fakedetect.inference import scoring_function
 
-    fn = tf.function(lambda x: extractor(x, training=False))
+    fn = scoring_function(model)  # (P(fake), pooled features), compiled once per model
     idx, feats = [], []
     t0 = t_last = time.perf_counter()
     for i, x, _ in eval_batches(split, size, batch_size):
         idx.append(i.numpy())
-        feats.append(np.asarray(fn(x), np.float32))
+        feats.append(np.asarray(fn(x)[1], np.float32))
         if log and time.perf_counter() - t_last >= 30:
             t_last = time.perf_counter()
             log(f"  features: {int(idx[-1][-1]) + 1}/{len(split)} images, {t_last - t0:.0f}s")
     if not feats:
-        return np.zeros((0, int(extractor.output_shape[-1])), np.float32), np.zeros(0, np.float32)
+        width = int(model.get_layer("head_pool").output.shape[-1])
+        return np.zeros((0, width), np.float32), np.zeros(0, np.float32)
     idx = np.concatenate(idx)
     return np.concatenate(feats), np.asarray(split.labels, np.float32)[idx]
 
@@ -383,17 +383,14 @@ def fit_domain_model(model, train_split: Split, val_split: Split, size: int, cfg
                      log: Log) -> dict:
     """Fits the density of the training images' features (see :mod:`fakedetect.domain`), writes domain.npz and
     returns the model card's description of the training domain."""
-    import keras
-
     from fakedetect.domain import DOMAIN_FILE, MAX_FIT_IMAGES, QUANTILE, fit_domain
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     fit = train_split.take(np.sort(rng.permutation(len(train_split))[:MAX_FIT_IMAGES]))
     val = val_split.take(np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES]))
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    f_fit, y_fit = _features(extractor, fit, size, cfg.batch_size)
-    f_val, _ = _features(extractor, val, size, cfg.batch_size)
+    f_fit, y_fit = _features(model, fit, size, cfg.batch_size)
+    f_val, _ = _features(model, val, size, cfg.batch_size)
     domain = fit_domain(f_fit, y_fit, f_val)
     domain.save(run_dir / DOMAIN_FILE)
     side = np.sqrt(np.asarray(train_split.pixels, np.float64))
