@@ -131,8 +131,7 @@ def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
     dist = np.full(len(paths), np.nan, dtype=np.float64) if domain is not None else None
     if not paths:
         return out, dist
-    ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb,
-                       with_index=True)
+    ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
     fn = scoring_function(model)
     done = 0
     for idx, batch in ds:

@@ -100,62 +100,34 @@ def build_augmenter(aug: AugmentConfig, seed: int):
 
 
 def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, batch_size: int,
-                  training: bool = False, augment: AugmentConfig | None = None, seed: int = 42,
-                  pillow_only: list[bool] | None = None, perturb=None, cache: bool = False,
-                  with_index: bool = False) -> tf.data.Dataset:
-    """Builds a batched dataset of (images, labels), or of images alone when ``labels`` is None.
+                  pillow_only: list[bool] | None = None, perturb=None) -> tf.data.Dataset:
+    """Batches of (index, images[, labels]) in file order, for scoring (training streams: :func:`build_stream`).
 
     A file that TensorFlow's decoder rejects although Pillow's checks accepted it (a JPEG with garbage before its
-    end marker, say) is dropped, never an error that ends the run: with ``with_index`` every element carries its
-    position in ``paths`` first, (index, image[, label]), so that callers can tell which files were dropped.
+    end marker, say) is dropped, never an error that ends the run: every element carries its position in
+    ``paths``, so that callers can tell which files were dropped.
 
     Args:
         paths: image files, already checked (see :func:`fakedetect.data.to_split`).
-        labels: 0 (real) / 1 (fake) per path, or None for inference.
+        labels: 0 (real) / 1 (fake) per path, or None.
         image_size: square input size of the model.
         batch_size: images per batch.
-        training: shuffle each epoch and augment (if ``augment`` is given); otherwise keep order.
-        augment: augmentation settings, used only when ``training``.
-        seed: seed of shuffling and augmentation.
         pillow_only: per path, True when TensorFlow cannot decode it (decoded by Pillow instead).
         perturb: optional function applied to every decoded uint8 image before resizing (robustness tests).
-        cache: keep the decoded images in memory after the first epoch (for data sets that fit), so later epochs
-            only augment and resize: on 2 cores every cycle the pipeline spends is taken from the model.
-        with_index: prefix every element with the index of its file in ``paths``.
     """
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
-    extra = ()  # what travels with each image: its index and/or its label
-    if with_index:
-        extra += (tf.range(len(paths), dtype=tf.int64),)
-    if labels is not None:
-        extra += (tf.constant(labels, tf.float32),)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(flags, tf.bool), *extra))
-    if cache:
-        # Decode once, in order, and keep the images; shuffling and augmentation still differ every epoch.
-        ds = ds.map(lambda path, flag, *rest: (decode_image(path, flag), flag, *rest),
-                    num_parallel_calls=AUTOTUNE).ignore_errors().cache()
-    if training:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    use_aug = training and augment is not None
+    extra = () if labels is None else (tf.constant(labels, tf.float32),)
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string),
+                                             tf.constant(flags, tf.bool), *extra))
 
-    def load(src, flag, *rest):
-        img = src if cache else decode_image(src, flag)  # src: the decoded image when cached, else the path
-        if use_aug:
-            img = robustness_augment(img, augment)
+    def load(index, path, flag, *label):
+        img = decode_image(path, flag)
         if perturb is not None:
             img = perturb(img)
-        img = resize(img, image_size)
-        if with_index:
-            return (rest[0], img, *rest[1:])
-        return (img, *rest) if rest else img
+        return (index, resize(img, image_size), *label)
 
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=not training).ignore_errors()
-    ds = ds.batch(batch_size)
-    if use_aug:
-        augmenter = build_augmenter(augment, seed)
-        if augmenter is not None:
-            ds = ds.map(lambda x, *y: (augmenter(x, training=True), *y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE).ignore_errors()
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
 def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,

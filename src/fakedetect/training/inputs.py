@@ -95,5 +95,4 @@ def eval_batches(split: Split, image_size: int, batch_size: int):
     """(index, images, labels) batches of a split, in order, for a local forward pass."""
     from fakedetect.pipeline import build_dataset
 
-    return build_dataset(split.paths, split.labels, image_size, batch_size, pillow_only=split.pillow_only,
-                         with_index=True)
+    return build_dataset(split.paths, split.labels, image_size, batch_size, pillow_only=split.pillow_only)
