@@ -86,7 +86,8 @@ def get_spec(name: str) -> BackboneSpec:
         raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
 
 
-def build_backbone(name: str, weights: str = "imagenet", image_size: int | None = None, include_top: bool = False):
+def build_backbone(name: str, weights: str = "imagenet", image_size: int | None = None, include_top: bool = False,
+                   any_size: bool = False):
     """Builds a backbone that maps raw 0..255 pixels to its last feature map.
 
     Args:
@@ -95,13 +96,15 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
             backbone, or a PyTorch ``.pth`` state dict for the Lite backbones).
         image_size: square input size; the backbone's native size when None.
         include_top: keep the 1000-class ImageNet classifier (used to check converted weights).
+        any_size: take images of any square size (the input's height and width left open; strided
+            convolutions pad as for an even size, which the native sizes all are).
 
     Raises:
         WeightsUnavailable: ImageNet weights cannot be downloaded or found, with what to do instead.
         WeightsError: ``weights`` is a path that does not exist, of an unknown format, or refused as unsafe.
     """
     spec = get_spec(name)
-    size = image_size or spec.image_size
+    size = None if any_size and not include_top else image_size or spec.image_size
     wmode = weights.lower() if weights.lower() in ("imagenet", "none") else "path"
     if wmode == "path":
         check_weights_file(name, weights)
@@ -184,7 +187,7 @@ def _has_lambda(node) -> bool:
     return False
 
 
-def _build_keras_app(spec: BackboneSpec, wmode: str, weights: str, size: int, include_top: bool):
+def _build_keras_app(spec: BackboneSpec, wmode: str, weights: str, size: int | None, include_top: bool):
     import keras
 
     ctor = getattr(keras.applications, spec.keras_name)
@@ -205,13 +208,13 @@ def _build_keras_app(spec: BackboneSpec, wmode: str, weights: str, size: int, in
         ) from e
 
 
-def build_lite(spec: BackboneSpec, size: int, include_top: bool = False, drop_connect_rate: float = 0.2):
+def build_lite(spec: BackboneSpec, size: int | None, include_top: bool = False, drop_connect_rate: float = 0.2):
     """EfficientNet-Lite in Keras, with Keras' EfficientNet layer names (stem_*, blockNx_*, top_*)."""
     import keras
     from keras import layers
 
     def correct_pad(x, k):
-        adjust = [1 - int(d) % 2 for d in x.shape[1:3]]
+        adjust = [1 if d is None else 1 - int(d) % 2 for d in x.shape[1:3]]
         c = k // 2
         return ((c - adjust[0], c), (c - adjust[1], c))
 

@@ -17,7 +17,7 @@ import click
 
 from fakedetect import __version__
 from fakedetect.backbones import BACKBONES
-from fakedetect.config import STRATEGIES, TrainConfig, presets
+from fakedetect.config import SCHEDULES, STRATEGIES, TrainConfig, presets
 from fakedetect.errors import FakedetectError, OutputExistsError
 from fakedetect.transforms import PERTURBATIONS
 
@@ -250,6 +250,12 @@ def _default(name: str, unit: str = "") -> str:
 @click.option("--batch-size", type=POSITIVE, help="Images per batch, per replica " + _default("batch_size"))
 @click.option("--lr-frozen", type=RATE, help="Learning rate of phase 1 " + _default("lr_frozen"))
 @click.option("--lr-finetune", type=RATE, help="Learning rate of phase 2 " + _default("lr_finetune"))
+@click.option("--schedule", type=click.Choice(SCHEDULES),
+              help="Learning-rate schedule: plateau (cut when validation loss stalls; early stopping) or cosine "
+                   "(warm-up, then decay to the last step of each phase) " + _default("schedule"))
+@click.option("--ema-decay", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Keep a moving average of the weights with this decay (e.g. 0.999); each epoch the better of "
+                   "it and the raw weights is validated and kept (default: the config's, else none).")
 @click.option("--val-fraction", type=FRACTION,
               help="Validation fraction carved when there is no val/ split " + _default("val_fraction"))
 @click.option("--max-per-class", type=click.IntRange(min=2),

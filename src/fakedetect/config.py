@@ -16,8 +16,7 @@ from fakedetect.errors import ConfigError  # noqa: F401 - re-exported
 
 PRESET_DIR = Path(__file__).parent / "configs"
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")  # tf.distribute (see training/cluster.py)
-
-
+SCHEDULES = ("plateau", "cosine")  # see training/schedules.py
 
 
 @dataclass
@@ -57,6 +56,16 @@ class TrainConfig:
     early_stopping_patience: int = 3
     reduce_lr_patience: int = 1
     reduce_lr_factor: float = 0.2
+    # "plateau": the rate is cut when validation loss stalls (open-ended runs, early stopping applies);
+    # "cosine": warm-up, then cosine decay to min_lr_ratio x the rate at each phase's last step (a fixed budget).
+    schedule: str = "plateau"
+    min_lr_ratio: float = 0.01
+    warmup_steps: int | None = None  # None: 200 steps when rates are scaled for several replicas, else none
+    ema_decay: float | None = None  # e.g. 0.999: also keep a moving average of the weights; the better is kept
+    label_smoothing: float = 0.0  # targets 0/1 become s/2 and 1 - s/2 while training
+    # Progressive resizing: image sizes of the first fine-tuning epochs (e.g. [64, 64, 80]); the later epochs,
+    # validation and the saved model use image_size.
+    finetune_sizes: list[int] | None = None
     target_fpr: float | None = None  # None: threshold maximising balanced accuracy on validation data
     strategy: str = "auto"  # auto | one-device | mirrored | multi-worker (tf.distribute)
     devices: list[str] | None = None  # for one-device / mirrored, e.g. ["/gpu:0", "/gpu:1"]
@@ -178,6 +187,20 @@ def validate(cfg: TrainConfig) -> None:
            "devices", cfg.devices, "a list of device names such as ['/gpu:0', '/gpu:1']")
     for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision"):
         _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
+    _check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, "one of " + ", ".join(SCHEDULES))
+    _check(isinstance(cfg.min_lr_ratio, (int, float)) and 0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio",
+           cfg.min_lr_ratio, "in [0, 1]")
+    _check(cfg.warmup_steps is None or (isinstance(cfg.warmup_steps, int) and cfg.warmup_steps >= 0),
+           "warmup_steps", cfg.warmup_steps, "null or a non-negative integer")
+    _check(cfg.ema_decay is None or (isinstance(cfg.ema_decay, float) and 0 < cfg.ema_decay < 1), "ema_decay",
+           cfg.ema_decay, "null, or a decay in (0, 1) such as 0.999")
+    _check(isinstance(cfg.label_smoothing, (int, float)) and 0 <= cfg.label_smoothing < 1, "label_smoothing",
+           cfg.label_smoothing, "in [0, 1)")
+    _check(cfg.finetune_sizes is None or (
+        isinstance(cfg.finetune_sizes, list) and len(cfg.finetune_sizes) <= cfg.epochs_finetune
+        and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 1024 for v in cfg.finetune_sizes)),
+        "finetune_sizes", cfg.finetune_sizes,
+        f"null, or a list of at most epochs_finetune ({cfg.epochs_finetune}) image sizes from 32 to 1024")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
     a = cfg.augment
     for name in ("rotation", "zoom", "contrast"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import keras
 
-from fakedetect.backbones import build_backbone
+from fakedetect.backbones import build_backbone, get_spec
 from fakedetect.errors import ConfigError
 
 BACKBONE_LAYER = "backbone"
+POOL_LAYER, DROPOUT_LAYER, OUTPUT_LAYER = "head_pool", "head_dropout", "head_prob"
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int | None = None,
@@ -21,21 +22,35 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int | None
             runs in training mode (Keras 3 does not pin the nested call's ``training=False`` for it). False
             makes training deterministic given the data (no random draw anywhere but augmentation).
     """
-    base = build_backbone(backbone, weights, image_size)
+    # The backbone takes any size (a convolutional network does): the model fixes the served size, and
+    # progressive resizing trains the same layers at other sizes (see :func:`any_size_view`).
+    size = image_size or get_spec(backbone).image_size
+    base = build_backbone(backbone, weights, size, any_size=True)
     base.name = BACKBONE_LAYER  # one stable name whatever the backbone
     base.trainable = False
     if not stochastic_depth:
         for layer in base.layers:
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
-    size = base.input_shape[1]
     inputs = keras.Input((size, size, 3), name="image")
     # training=False keeps BatchNormalization in inference mode, also once layers are unfrozen.
     x = base(inputs, training=False)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head_prob")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(x)
+    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"fakedetect_{backbone.replace('-', '_')}")
+
+
+def any_size_view(model: keras.Model) -> keras.Model:
+    """The same layers (the same weights) taking square images of any size: what progressive resizing trains.
+
+    The model itself keeps its fixed input, the size it is validated, saved and served at.
+    """
+    inputs = keras.Input((None, None, 3), name="image_any_size")
+    x = get_backbone(model)(inputs, training=False)
+    for name in (POOL_LAYER, DROPOUT_LAYER, OUTPUT_LAYER):
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name=f"{model.name}_any_size")
 
 
 def get_backbone(model: keras.Model) -> keras.Model:

@@ -33,6 +33,7 @@ from fakedetect.training.inputs import (
     shard_of,
 )
 from fakedetect.training.loop import Loop, Phase, Recorder, binary_sums, read_state, weights_digest
+from fakedetect.training.schedules import epoch_sizes
 
 STATE_FILE = "state.json"
 FEW_VAL_IMAGES = 50  # per class: below this, validation metrics, threshold and calibration are warned about
@@ -135,7 +136,7 @@ def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chie
     import keras
     import tensorflow as tf
 
-    from fakedetect.model import build_model, unfreeze
+    from fakedetect.model import any_size_view, build_model, unfreeze
 
     n_rep, n_workers, me = replicas(strategy), num_workers(strategy), worker_index(strategy)
     global_batch = cfg.batch_size * n_rep
@@ -191,7 +192,7 @@ def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chie
                 mixed_precision=mixed, best_val_loss=float(state.get("best_val_loss", np.inf)),
                 epochs_done=int(state.get("epoch", 0)) if resume else 0, resumed=resume)
     steps = max(1, len(train_split) // global_batch)
-    warmup = min(steps, 200) if lr_scale > 1 else 0
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(steps, 200) if lr_scale > 1 else 0
     if n_workers > 1:
         _check_same_data(strategy, train_split, val_split, n_workers)
     val_shard = shard_of(val_split, n_workers, me)
@@ -208,17 +209,22 @@ def _train(run_dir: Path, out: Path, data_root, cfg: TrainConfig, strategy, chie
             write_json(run_dir / STATE_FILE, loop.state)
     if cfg.epochs_finetune > 0:
         loop.load_best()  # fine-tune from the best frozen-phase model
+        sizes = epoch_sizes(size, cfg.epochs_finetune, cfg.finetune_sizes)
         with strategy.scope():
             names = unfreeze(model, cfg.unfreeze)
+            # Progressive resizing trains the same layers at other sizes; validation stays at the model's size.
+            trained = model if set(sizes) == {size} else any_size_view(model)
         start = int(loop.state.get("phase_epoch", 0)) if loop.state.get("phase") == "finetune" else 0
         log(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights (BatchNorm frozen), "
             f"{cfg.epochs_finetune} epoch(s), lr {cfg.lr_finetune * lr_scale:g}"
+            + (f", image sizes {sizes}" if trained is not model else "")
+            + (f", {cfg.schedule} schedule" if cfg.schedule != "plateau" else "")
             + (f" (resuming after epoch {loop.epochs_done})" if resume and start else ""))
         loop.run(Phase(
-            "finetune", model,
-            lambda done: image_stream(strategy, train_split, size, global_batch, cfg, cfg.seed + 1000 + done)[0],
+            "finetune", trained,
+            lambda seed, s: image_stream(strategy, train_split, s, global_batch, cfg, cfg.seed + 1000 + seed)[0],
             _validator(model, val_shard, size, cfg.batch_size),
-            cfg.epochs_finetune, cfg.lr_finetune * lr_scale, steps, warmup))
+            cfg.epochs_finetune, cfg.lr_finetune * lr_scale, steps, warmup, sizes))
     if n_rep > 1:
         log(f"final weights checksum {weights_digest(model)} (the same on every replica and worker)")
     if not chief:
@@ -255,10 +261,10 @@ def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, c
     strategy, model = loop.strategy, loop.model
     if not cfg.cache_features:
         return Phase("frozen", model,
-                     lambda done: image_stream(strategy, train_split, size, loop.global_batch, cfg,
-                                               cfg.seed + done)[0],
+                     lambda seed, s: image_stream(strategy, train_split, s, loop.global_batch, cfg,
+                                                  cfg.seed + seed)[0],
                      _validator(model, val_shard, size, cfg.batch_size),
-                     cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup)
+                     cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup, [size] * cfg.epochs_frozen)
     t0 = time.perf_counter()
     f_train, y_train = _features(model, shard_of(train_split, n_workers, me), size, cfg.batch_size, loop.log)
     f_val, y_val = _features(model, val_shard, size, cfg.batch_size, loop.log)
@@ -268,9 +274,9 @@ def _frozen_phase(loop: Loop, train_split: Split, val_shard: Split, size: int, c
         inp = keras.Input((f_train.shape[1],), name="features")
         head = keras.Model(inp, model.get_layer("head_prob")(model.get_layer("head_dropout")(inp)), name="head")
     return Phase("frozen", head,
-                 lambda done: feature_stream(strategy, f_train, y_train, loop.global_batch, cfg.seed + done),
+                 lambda seed, _: feature_stream(strategy, f_train, y_train, loop.global_batch, cfg.seed + seed),
                  _validator(head, None, size, cfg.batch_size, features=(f_val, y_val)),
-                 cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup)
+                 cfg.epochs_frozen, cfg.lr_frozen * lr_scale, steps, warmup, [size] * cfg.epochs_frozen)
 
 
 def _features(model, split: Split, size: int, batch_size: int,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fakedetect.training.cluster import num_workers
-from fakedetect.training.schedules import EarlyStop, Plateau, restore, warmup_lr
+from fakedetect.training.schedules import EarlyStop, Plateau, cosine_lr, restore, warmup_lr
 
 Log = Callable[[str], None]
 AUC_BINS = 1000  # validation AUC from score histograms: exact up to ties within 0.001
@@ -81,12 +81,13 @@ class Phase:
 
     name: str  # "frozen" or "finetune"
     model: object  # the keras.Model whose trainable weights this phase trains (the head, or the whole model)
-    stream: Callable[[int], object]  # seed -> distributed dataset of (inputs, labels) batches, endless
+    stream: Callable[[int, int], object]  # (seed offset, image size) -> distributed dataset of batches, endless
     validate: Callable[[], np.ndarray]  # this worker's validation sums (see binary_sums)
     epochs: int
     learning_rate: float
     steps: int  # per epoch, the same on every worker
     warmup_steps: int = 0
+    sizes: list[int] = field(default_factory=list)  # training image size of each epoch (progressive resizing)
 
 
 @dataclass
@@ -162,7 +163,9 @@ class Loop:
     def _optimizer(self, learning_rate: float, variables):
         import keras
 
-        opt = keras.optimizers.Adam(learning_rate)
+        # With ema_decay, Keras keeps the moving average of the weights (across replicas) inside the optimizer.
+        ema = self.cfg.ema_decay
+        opt = keras.optimizers.Adam(learning_rate, use_ema=bool(ema), ema_momentum=ema or 0.99)
         if self.mixed_precision:
             opt = keras.optimizers.LossScaleOptimizer(opt)
         opt.build(variables)
@@ -175,13 +178,14 @@ class Loop:
         strategy, global_batch = self.strategy, self.global_batch
         class_w = tf.constant(self.class_weights, tf.float32)
         variables = model.trainable_variables
+        smoothing = float(self.cfg.label_smoothing)
 
         # No AutoGraph: the steps hold no Python control flow on tensors, and converting them only costs time.
         @tf.autograph.experimental.do_not_convert
         def replica_step(x, y):
             with tf.GradientTape() as tape:
                 p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
-                per_example = keras.losses.binary_crossentropy(y[:, None], p[:, None])
+                per_example = keras.losses.binary_crossentropy(smooth_labels(y, smoothing)[:, None], p[:, None])
                 weighted = per_example * tf.gather(class_w, tf.cast(y, tf.int32))
                 # Divided by the global batch: summed over replicas, the gradients are the batch mean.
                 loss = tf.nn.compute_average_loss(weighted, global_batch_size=global_batch)
@@ -208,13 +212,14 @@ class Loop:
         """Trains one phase: epochs of ``phase.steps`` steps, validation, schedules, checkpoints."""
         import tensorflow as tf
 
-        strategy, log = self.strategy, self.log
+        strategy, log, cfg = self.strategy, self.log, self.cfg
+        cosine = cfg.schedule == "cosine"
         with strategy.scope():
             optimizer = self._optimizer(phase.learning_rate, phase.model.trainable_variables)
         ckpt = tf.train.Checkpoint(model=self.model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(ckpt, str(self.checkpoint_dir / phase.name), max_to_keep=2)
-        plateau = Plateau(self.cfg.reduce_lr_patience, self.cfg.reduce_lr_factor)
-        stop = EarlyStop(self.cfg.early_stopping_patience)
+        plateau = Plateau(cfg.reduce_lr_patience, cfg.reduce_lr_factor)
+        stop = EarlyStop(cfg.early_stopping_patience)
         lr, done = phase.learning_rate, 0
         resumed = self.state.get("phase") == phase.name and self.state.get("checkpoint")
         if resumed:
@@ -225,38 +230,47 @@ class Loop:
             restore(stop, self.state.get("early_stopping"))
             if self.state.get("stopped") or done >= phase.epochs:
                 return
-        optimizer.learning_rate.assign(lr)
+
+        def rate(step: int) -> float:  # the rate of a step of this phase (plateau: lr as the rule last set it)
+            if cosine:
+                return cosine_lr(phase.learning_rate, step, phase.epochs * phase.steps, phase.warmup_steps,
+                                 cfg.min_lr_ratio)
+            return warmup_lr(lr, step, phase.warmup_steps)
+
         step = self._train_step(phase.model, optimizer)
-        # A new shuffling seed after a resume, so that the remaining epochs do not replay the first ones.
-        iterator = iter(phase.stream(done))
+        iterator, size, current = None, None, None
+        sizes = phase.sizes or [0] * phase.epochs
         global_step = done * phase.steps
         for e in range(done + 1, phase.epochs + 1):
+            if iterator is None or sizes[e - 1] != size:
+                # A new shuffling seed after a resume or a size change, so that later epochs do not replay the
+                # first ones; a new size is a new stream (and one new trace of the step).
+                size = sizes[e - 1]
+                iterator = iter(phase.stream(e - 1, size))
             t0 = t_last = time.perf_counter()
             sums = np.zeros(3 + 2 * AUC_BINS)
             for s in range(phase.steps):
-                if global_step < phase.warmup_steps:
-                    optimizer.learning_rate.assign(warmup_lr(lr, global_step, phase.warmup_steps))
-                elif global_step == phase.warmup_steps and phase.warmup_steps:
-                    optimizer.learning_rate.assign(lr)
+                r = rate(global_step)
+                if r != current:
+                    optimizer.learning_rate.assign(r)
+                    current = r
                 sums += np.asarray(step(iterator), np.float64)
                 global_step += 1
                 now = time.perf_counter()
                 if now - t_last >= PROGRESS_EVERY_S:
                     t_last = now
                     log(f"  [{phase.name}] epoch {self.epochs_done + 1}: batch {s + 1}/{phase.steps}, "
-                            f"loss {sums[0] / max(sums[1], 1):.4f}, {now - t0:.0f}s")
+                        f"loss {sums[0] / max(sums[1], 1):.4f}, {now - t0:.0f}s")
             train = sums_to_metrics(all_reduce_sum(strategy, sums))
-            val = sums_to_metrics(all_reduce_sum(strategy, phase.validate()))
+            val, kept = self._validate_and_keep_best(phase, optimizer)
             self.epochs_done += 1
             row = {"epoch": self.epochs_done, "phase": phase.name, "loss": train["loss"],
                    "accuracy": train["accuracy"], "auc": train["auc"], "val_loss": val["loss"],
-                   "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": lr,
-                   "seconds": round(time.perf_counter() - t0, 2)}
-            if np.isfinite(val["loss"]) and val["loss"] < self.best_val_loss:
-                self.best_val_loss = val["loss"]
-                self.save_best()
-            new_lr = plateau.step(val["loss"], lr)
-            stopping = stop.step(val["loss"], e)
+                   "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": current,
+                   "image_size": size or None, "weights": kept["weights"], "val_loss_raw": kept["raw"],
+                   "val_loss_ema": kept["ema"], "seconds": round(time.perf_counter() - t0, 2)}
+            new_lr = lr if cosine else plateau.step(val["loss"], lr)
+            stopping = False if cosine else stop.step(val["loss"], e)
             saved = manager.save()  # every worker saves (the others into their temporary folder)
             self.state.update(phase=phase.name, phase_epoch=e, epoch=self.epochs_done, learning_rate=new_lr,
                               best_val_loss=self.best_val_loss, plateau=plateau.state(),
@@ -264,16 +278,49 @@ class Loop:
                               checkpoint=str(Path(saved).relative_to(self.checkpoint_dir.parent)))
             self.recorder.epoch(row, self.state)
             log(f"[{phase.name}] epoch {row['epoch']}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
-                    f"val_accuracy {row['val_accuracy']:.4f} val_auc {row['val_auc']:.4f} lr {lr:.1e} "
-                    f"({row['seconds']:.1f}s)")
+                f"val_accuracy {row['val_accuracy']:.4f} val_auc {row['val_auc']:.4f} lr {current:.1e}"
+                + (f" size {size}" if size else "") + (" (moving average)" if kept["weights"] == "ema" else "")
+                + f" ({row['seconds']:.1f}s)")
             if new_lr != lr:
                 log(f"  validation loss did not improve for {plateau.patience} epoch(s): learning rate "
-                        f"{lr:.1e} -> {new_lr:.1e}")
+                    f"{lr:.1e} -> {new_lr:.1e}")
                 lr = new_lr
-                optimizer.learning_rate.assign(lr)
             if stopping:
                 log(f"  early stopping: no improvement for {stop.patience} epoch(s)")
                 break
+
+    def _validate_and_keep_best(self, phase: Phase, optimizer) -> tuple[dict, dict]:
+        """Validates the weights (and, with ema_decay, their moving average: the better of the two counts) and
+        saves them when they are the best so far. Training goes on from the raw weights either way."""
+        val = sums_to_metrics(all_reduce_sum(self.strategy, phase.validate()))
+        kept = {"weights": "raw", "raw": val["loss"], "ema": None}
+        raw = None
+        if self.cfg.ema_decay:
+            variables = phase.model.trainable_variables
+            raw = [np.array(v.numpy()) for v in variables]
+            optimizer.finalize_variable_values(variables)  # the moving average into the model
+            ema = sums_to_metrics(all_reduce_sum(self.strategy, phase.validate()))
+            kept["ema"] = ema["loss"]
+            if np.isfinite(ema["loss"]) and not ema["loss"] >= val["loss"]:
+                val, kept["weights"] = ema, "ema"
+            else:
+                _assign(variables, raw)
+        if np.isfinite(val["loss"]) and val["loss"] < self.best_val_loss:
+            self.best_val_loss = val["loss"]
+            self.save_best()
+        if raw is not None:
+            _assign(phase.model.trainable_variables, raw)
+        return val, kept
+
+
+def _assign(variables, values) -> None:
+    for v, w in zip(variables, values, strict=True):
+        v.assign(w)
+
+
+def smooth_labels(y, smoothing: float):
+    """Label smoothing for a binary target: 0/1 become smoothing/2 and 1 - smoothing/2."""
+    return y if not smoothing else y * (1.0 - smoothing) + 0.5 * smoothing
 
 
 def read_state(run_dir: Path) -> dict:

@@ -69,5 +69,21 @@ def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
     return base_lr * (step + 1) / warmup_steps
 
 
+def cosine_lr(base_lr: float, step: int, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+    """The rate at ``step`` (0-based) of a phase of ``total_steps``: linear warm-up, then half a cosine from
+    ``base_lr`` down to ``base_lr * min_ratio`` at the last step."""
+    if step < warmup_steps:
+        return warmup_lr(base_lr, step, warmup_steps)
+    span = max(1, total_steps - 1 - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def epoch_sizes(final_size: int, epochs: int, early: list[int] | None) -> list[int]:
+    """Image size of each epoch of a phase: the ``early`` sizes first (progressive resizing), then the final."""
+    early = list(early or [])[:epochs]
+    return early + [final_size] * (epochs - len(early))
+
+
 def to_json(obj) -> dict:
     return asdict(obj)

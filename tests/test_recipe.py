@@ -1,0 +1,124 @@
+"""The training recipe's knobs (issue 13): cosine schedule, progressive resizing, label smoothing, weight EMA."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakedetect.training.loop import smooth_labels
+from fakedetect.training.schedules import cosine_lr, epoch_sizes
+
+
+def test_cosine_warms_up_then_decays_to_the_floor_at_the_last_step():
+    # 110 steps: 10 of warm-up, then half a cosine over steps 10..109.
+    lrs = [cosine_lr(1.0, s, 110, warmup_steps=10, min_ratio=0.1) for s in range(110)]
+    assert lrs[:3] == pytest.approx([0.1, 0.2, 0.3]) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    # Halfway through the decay: the mean of top and floor.
+    assert cosine_lr(1.0, 10 + 99 / 2, 110, 10, 0.1) == pytest.approx(0.55)
+    assert lrs[109] == pytest.approx(0.1)  # the floor exactly at the last step
+    assert cosine_lr(1.0, 500, 110, 10, 0.1) == pytest.approx(0.1)  # never below it
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert cosine_lr(2.0, 25, 51, 0, 0.0) == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_epoch_sizes_put_the_progressive_sizes_first():
+    assert epoch_sizes(96, 5, [64, 64, 80]) == [64, 64, 80, 96, 96]
+    assert epoch_sizes(96, 2, None) == [96, 96]
+    assert epoch_sizes(96, 2, [64, 80, 88]) == [64, 80]
+
+
+def test_label_smoothing_moves_targets_toward_one_half():
+    y = np.array([0.0, 1.0])
+    assert smooth_labels(y, 0.1) == pytest.approx([0.05, 0.95])
+    assert smooth_labels(y, 0.0) is y
+
+
+@pytest.mark.parametrize("config_error", [
+    {"schedule": "step"}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"finetune_sizes": [64, 64, 64]},
+    {"finetune_sizes": [16]}, {"min_lr_ratio": 2},
+])
+def test_recipe_settings_are_checked(config_error):
+    from fakedetect.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=next(iter(config_error))):
+        load_config(None, {"epochs_finetune": 2, **config_error})
+
+
+def _head_loop(tmp_path, ema_decay, val_losses):
+    """A Loop training a one-layer head on features, with a validation that returns the given losses in turn
+    and records the weights it was called with."""
+    import keras
+    import tensorflow as tf
+
+    from fakedetect.config import load_config
+    from fakedetect.training.inputs import feature_stream
+    from fakedetect.training.loop import Loop, Phase, Recorder
+
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.get_strategy()
+    cfg = load_config(None, {"ema_decay": ema_decay})
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid", name="head_prob")(inp))
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (f[:, 0] > 0).astype(np.float32)
+    seen = []
+
+    def validate():
+        seen.append([np.array(w) for w in model.get_weights()])
+        p = val_losses[len(seen) - 1]  # P(fake) of one fake image: loss -log(p)
+        from fakedetect.training.loop import binary_sums
+
+        return binary_sums(np.array([1.0]), np.array([p]))
+
+    loop = Loop(strategy, cfg, model, 8, np.ones(2, np.float32), Recorder(tmp_path, True, lambda m: None),
+                tmp_path / "checkpoints", tmp_path, {}, lambda m: None)
+    loop.run(Phase("frozen", model, lambda seed, _: feature_stream(strategy, f, y, 8, seed), validate, 1, 0.5, 8))
+    return model, seen
+
+
+def test_the_moving_average_is_validated_and_saved_when_it_is_better(tmp_path):
+    from fakedetect.model import load_model
+
+    model, seen = _head_loop(tmp_path, 0.5, [0.3, 0.6])  # raw: loss 1.20; moving average: 0.51
+    raw_now, ema = model.get_weights(), seen[1]
+    assert len(seen) == 2 and not np.allclose(raw_now[0], ema[0])  # the average differs from the raw weights
+    assert all(np.array_equal(a, b) for a, b in zip(seen[0], raw_now, strict=True))  # training goes on from raw
+    saved = load_model(tmp_path / "model.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(saved, ema, strict=True))
+    row = pd.read_csv(tmp_path / "history.csv").iloc[0]
+    assert row["weights"] == "ema" and row["val_loss"] == pytest.approx(-math.log(0.6), rel=1e-6)
+    assert row["val_loss_raw"] == pytest.approx(-math.log(0.3), rel=1e-6)
+
+
+def test_the_raw_weights_are_saved_when_the_average_is_worse(tmp_path):
+    from fakedetect.model import load_model
+
+    model, seen = _head_loop(tmp_path, 0.5, [0.6, 0.3])
+    saved = load_model(tmp_path / "model.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(saved, model.get_weights(), strict=True))
+    assert not np.allclose(saved[0], seen[1][0])
+    assert pd.read_csv(tmp_path / "history.csv").iloc[0]["weights"] == "raw"
+
+
+def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path):
+    from fakedetect.config import load_config
+    from fakedetect.model import load_model
+    from fakedetect.training import train
+
+    from .conftest import TINY_TRAIN
+
+    cfg = load_config(None, {**TINY_TRAIN, "epochs_finetune": 3, "finetune_sizes": [32, 40], "schedule": "cosine",
+                             "ema_decay": 0.9, "min_lr_ratio": 0.1, "lr_finetune": 1e-4})
+    lines = []
+    train(tiny_data, cfg, tmp_path / "run", log=lines.append)
+    h = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(h["image_size"]) == [48, 32, 40, 48] and list(h["phase"]) == ["frozen"] + ["finetune"] * 3
+    assert h["val_loss_ema"].notna().all() and set(h["weights"]) <= {"raw", "ema"}
+    # Cosine: the rate of each epoch's last step falls to min_lr_ratio x the rate at the phase's last step.
+    ft = h[h["phase"] == "finetune"]["learning_rate"].to_numpy()
+    assert ft[0] > ft[1] > ft[2] and ft[2] == pytest.approx(1e-5)
+    assert load_model(tmp_path / "run" / "model.keras").input_shape == (None, 48, 48, 3)  # served at image_size
+    assert any("image sizes [32, 40, 48]" in line for line in lines)
