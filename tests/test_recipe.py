@@ -122,3 +122,30 @@ def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path):
     assert ft[0] > ft[1] > ft[2] and ft[2] == pytest.approx(1e-5)
     assert load_model(tmp_path / "run" / "model.keras").input_shape == (None, 48, 48, 3)  # served at image_size
     assert any("image sizes [32, 40, 48]" in line for line in lines)
+
+
+def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from fakedetect.cli import main
+    from fakedetect.inference import load_run, predict_raw
+    from fakedetect.pipeline import build_dataset
+
+    run = load_run(calibrated_run)
+    paths = sorted(str(p) for p in (tiny_data / "fake").iterdir())[:6]
+    plain = predict_raw(run.model, paths, run.image_size)
+    tta = predict_raw(run.model, paths, run.image_size, tta=True)
+    x = np.concatenate([b.numpy() for _, b in build_dataset(paths, None, run.image_size, 8)])
+    p1, p2 = (np.asarray(run.model(v)).ravel().astype(np.float64) for v in (x, x[:, :, ::-1]))
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    assert plain == pytest.approx(p1, abs=1e-5)
+    assert tta == pytest.approx(1 / (1 + np.exp(-(logit(p1) + logit(p2)) / 2)), abs=1e-5)
+    assert np.abs(tta - plain).max() > 1e-4  # the mirror changes the scores of these images
+    out = tmp_path / "tta.csv"
+    res = CliRunner().invoke(main, ["predict", str(calibrated_run), *paths, "--tta", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(out).set_index("path").loc[paths, "prob_fake"].to_numpy()
+    assert got == pytest.approx(run.calibrate(tta), abs=1e-5)  # the run's temperature still applies

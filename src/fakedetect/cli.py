@@ -326,9 +326,12 @@ def _check_run(run_dir: Path) -> None:
 @click.option("--out", type=OUT_DIR, help="Output folder (default: RUN_DIR/eval-<data>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
+                   "compute).")
 @_verbose_option
 @_friendly_errors
-def evaluate(run_dir, data, out, overwrite, batch_size, verbose):
+def evaluate(run_dir, data, out, overwrite, batch_size, tta, verbose):
     """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html."""
     from fakedetect.data import resolve_data
     from fakedetect.evaluate import evaluate as run_eval
@@ -339,7 +342,7 @@ def evaluate(run_dir, data, out, overwrite, batch_size, verbose):
         plan_out_dir(run_dir, data, out, overwrite)
     data = resolve_data(data, log=_echo)
     _tensorflow(verbose)
-    res = run_eval(run_dir, data, out, overwrite, batch_size, log=_echo)
+    res = run_eval(run_dir, data, out, overwrite, batch_size, log=_echo, tta=tta)
     _echo("")
     _echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     cm = res.metrics["confusion_matrix"]
@@ -381,9 +384,12 @@ def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
 @click.option("--out", type=OUT_FILE, help="Write all rows to FILE.csv or FILE.json.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
+                   "compute).")
 @_verbose_option
 @_friendly_errors
-def predict(run_dir, paths, out, batch_size, overwrite, verbose):
+def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
     """Score images and folders (recursively) with RUN_DIR's model: P(fake), P(real), label.
 
     Exits with status 1 when no readable image was found.
@@ -411,7 +417,7 @@ def predict(run_dir, paths, out, batch_size, overwrite, verbose):
             last["n"] = i // step
             click.echo(f"  {stage} {i}/{n}", err=True)
 
-    res = predict_paths(run, list(paths), batch_size, progress)
+    res = predict_paths(run, list(paths), batch_size, progress, tta=tta)
     for path, why in res.unreadable:
         click.echo(click.style(f"unreadable: {path}: {why}", fg="yellow"), err=True)
     if not len(res.table):

@@ -53,13 +53,14 @@ def load_test_split(data: str | Path, log: Log = print) -> Split:
     return to_split(name, layout[name], progress=progress, require_both=False)
 
 
-def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log | None = None) -> Scored:
+def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log | None = None,
+          tta: bool = False) -> Scored:
     def progress(i, n):
         if log and (i == n or i % (batch_size * 20) == 0):
             log(f"  scored {i}/{n} images")
 
     raw, dist = score_files(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb,
-                            progress, domain=run.domain)
+                            progress, domain=run.domain, tta=tta)
     failed = np.flatnonzero(np.isnan(raw))
     if len(failed):
         split, raw = split.without(failed, DECODE_FAILED), np.delete(raw, failed)
@@ -130,8 +131,11 @@ def plan_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwr
 
 
 def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
-             batch_size: int = 64, log: Log = print) -> EvalResult:
+             batch_size: int = 64, log: Log = print, tta: bool = False) -> EvalResult:
     """Evaluates a run on a test folder; writes metrics, predictions, report, plots and report.html.
+
+    With ``tta``, every image is scored with its mirror image as well (see
+    :func:`fakedetect.inference.scoring_function`).
 
     ``metrics.json`` is written last: when it exists, everything else is complete.
     """
@@ -145,11 +149,12 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     split = load_test_split(data, log)
     fresh_dir(out_dir, overwrite)
     log(f"evaluating {run.path} on {len(split)} images {split.counts()}; skipped {len(split.skipped)} unreadable")
-    s = score(run, split, batch_size, log=log)
+    s = score(run, split, batch_size, log=log, tta=tta)
     split = s.split  # without the files TensorFlow could not decode after all (now in split.skipped)
     m = full_metrics(run, s)
     m["overlap_with_training"] = overlap_with_training(run, s, log)
     m["domain"] = domain_summary(run, s, log)
+    m["test_time_augmentation"] = "mean logit of the image and its mirror image" if tta else None
     m["model"] = {k: run.card.get(k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
     m["model"]["run_dir"] = str(run.path.resolve())
     m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}

@@ -89,18 +89,38 @@ HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def scoring_function(model):
+def scoring_function(model, tta: bool = False):
     """The model's inference as a tf.function made once per model, giving (P(fake), pooled backbone features):
     eager calls cost ~40% of the throughput on small images, and a new tf.function per call would trace again
-    every time. The features come from the same forward pass (for the domain check)."""
+    every time. The features come from the same forward pass (for the domain check).
+
+    Args:
+        tta: test-time augmentation: P(fake) from the mean logit of the image and its mirror image (two forward
+            passes); the features stay those of the image as given.
+    """
     import keras
     import tensorflow as tf
 
-    fn = _COMPILED.get(model)
-    if fn is None:
+    fns = _COMPILED.setdefault(model, {})
+    if tta not in fns:
         both = keras.Model(model.input, [model.output, model.get_layer("head_pool").output])
-        fn = _COMPILED[model] = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
-    return fn
+
+        def score(x):
+            p, feats = both(x, training=False)
+            if tta:
+                mirrored, _ = both(tf.reverse(x, axis=[2]), training=False)
+                p = tf.sigmoid((_logit(p) + _logit(mirrored)) / 2)
+            return p, feats
+
+        fns[tta] = tf.function(score, reduce_retracing=True)
+    return fns[tta]
+
+
+def _logit(p):
+    import tensorflow as tf
+
+    p = tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1 - 1e-7)
+    return tf.math.log(p) - tf.math.log1p(-p)
 
 
 DECODE_FAILED = TF_REJECTED  # a file that passed the checks and still failed to decode in the pipeline
@@ -108,7 +128,7 @@ DECODE_FAILED = TF_REJECTED  # a file that passed the checks and still failed to
 
 def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                progress: Callable[[int, int], None] | None = None, tta: bool = False) -> np.ndarray:
     """Uncalibrated P(fake) for checked image files, batched through tf.data, in input order.
 
     A file that cannot be decoded after all gets NaN (see :data:`DECODE_FAILED`); callers list it as skipped.
@@ -117,13 +137,13 @@ def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
         perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
         progress: called with (images done, total) after each batch.
     """
-    return score_files(model, paths, image_size, batch_size, pillow_only, perturb, progress)[0]
+    return score_files(model, paths, image_size, batch_size, pillow_only, perturb, progress, tta=tta)[0]
 
 
 def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                domain: DomainModel | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                domain: DomainModel | None = None, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(uncalibrated P(fake), domain distance or None) per file, from one forward pass; see :func:`predict_raw`."""
     from fakedetect.pipeline import build_dataset
 
@@ -132,7 +152,7 @@ def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
     if not paths:
         return out, dist
     ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
-    fn = scoring_function(model)
+    fn = scoring_function(model, tta)
     done = 0
     for idx, batch in ds:
         i = idx.numpy()

@@ -35,8 +35,11 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
-                  progress: Callable[[str, int, int], None] | None = None) -> PredictResult:
-    """Scores every readable image under ``inputs``; unreadable files are reported, not fatal."""
+                  progress: Callable[[str, int, int], None] | None = None, tta: bool = False) -> PredictResult:
+    """Scores every readable image under ``inputs``; unreadable files are reported, not fatal.
+
+    ``tta``: score each image with its mirror image too (twice the compute; see ``evaluate --tta``).
+    """
     files = expand_inputs(inputs)
     infos = check_images(files, progress=(lambda i, n: progress("checked", i, n)) if progress else None,
                          tf_verify=True)
@@ -45,7 +48,7 @@ def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
     raw, dist = score_files(run.model, [i.path for i in ok], run.image_size, batch_size,
                             [not i.tf_decodable for i in ok],
                             progress=(lambda i, n: progress("predicted", i, n)) if progress else None,
-                            domain=run.domain)
+                            domain=run.domain, tta=tta)
     failed = np.isnan(raw)
     bad += [(i.path, DECODE_FAILED) for i, f in zip(ok, failed, strict=True) if f]
     ok, raw = [i for i, f in zip(ok, failed, strict=True) if not f], raw[~failed]
