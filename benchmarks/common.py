@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 from pathlib import Path
@@ -24,7 +25,9 @@ def machine() -> str:
 
 def cifake_subset(n_per_class: int, seed: int = 0, archive: Path = CIFAKE):
     """A stratified subset of CIFAKE's training archive as a checked Split (extracted once to the cache)."""
-    from fakedetect.data import discover, resolve_data, subsample, to_split
+    from fakedetect.data.archive import resolve_data
+    from fakedetect.data.layout import discover
+    from fakedetect.data.splits import subsample, to_split
 
     root = resolve_data(archive)
     layout = discover(root)
@@ -38,3 +41,8 @@ def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# The library reports progress through logging (logger "fakedetect"): shown on stderr, the tables on stdout.
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+logging.getLogger("fakedetect").setLevel(logging.INFO)

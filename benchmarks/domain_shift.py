@@ -26,17 +26,19 @@ def main() -> int:
     args = ap.parse_args()
 
     from fakedetect.config import load_config
-    from fakedetect.data import choose_split, discover, subsample, to_split
+    from fakedetect.data.layout import choose_split, discover
+    from fakedetect.data.splits import subsample, to_split
     from fakedetect.domain import DOMAIN_FILE, DomainModel
-    from fakedetect.inference import load_run, score_files
     from fakedetect.metrics import binary_metrics
-    from fakedetect.training import fit_domain_model, prepare_data
+    from fakedetect.run import load_run, score_files
+    from fakedetect.training import fit_domain_model
+    from fakedetect.training.inputs import prepare_data
 
     run = load_run(args.run)
     if run.domain is None:
         cfg = load_config(args.run / "config.yaml")
-        train, val, _ = prepare_data(run.card["data"]["data_root"], cfg, log=lambda m: None)
-        fit_domain_model(run.model, train, val, run.image_size, cfg, args.run, print)
+        train, val, _ = prepare_data(run.card.data["data_root"], cfg)
+        fit_domain_model(run.model, train, val, run.image_size, cfg, args.run)
         run.domain = DomainModel.load(args.run / DOMAIN_FILE)
     rows = []
     for data in args.data:
@@ -54,8 +56,8 @@ def main() -> int:
                      "accuracy in domain": mi.get("accuracy", float("nan")),
                      "real called fake": 1 - (m["specificity"] or 0.0)})
     print(f"\ndomain shift, {dt.date.today()}, {machine()}")
-    print(f"run {args.run} ({run.card['backbone']} at {run.image_size} px, trained on "
-          f"{run.card['data']['data_root']}); domain threshold {run.domain.threshold:.2f}\n")
+    print(f"run {args.run} ({run.card.backbone} at {run.image_size} px, trained on "
+          f"{run.card.data['data_root']}); domain threshold {run.domain.threshold:.2f}\n")
     print(table(rows, ["data", "images", "out of domain", "accuracy", "AUC", "accuracy in domain",
                        "real called fake"]))
     return 0

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from fakedetect.config import load_config
-from fakedetect.data import resolve_data, write_holdout_split
-from fakedetect.robustness import robustness
+from fakedetect.data.archive import resolve_data
+from fakedetect.data.splits import write_holdout_split
+from fakedetect.evaluation.robustness import robustness
 from fakedetect.training import train
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +35,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="faces-bench-"))
     data = work / "split"
     if not data.exists():
-        print(write_holdout_split(resolve_data(args.archive, log=print), data, 0.2, seed=0))
+        print(write_holdout_split(resolve_data(args.archive), data, 0.2, seed=0))
     base = {"backbone": "efficientnet-lite0", "image_size": args.image_size, "epochs_frozen": 3,
             "epochs_finetune": 3, "batch_size": 32}
     recipes = {

@@ -46,10 +46,12 @@ def main() -> int:
     import tensorflow as tf
 
     from fakedetect.config import load_config
-    from fakedetect.inference import predict_raw
-    from fakedetect.model import build_model, unfreeze
-    from fakedetect.training import _features, image_stream
+    from fakedetect.models import DROPOUT_LAYER, OUTPUT_LAYER
+    from fakedetect.models.classifier import build_model, unfreeze
+    from fakedetect.run import predict_raw
+    from fakedetect.training.inputs import image_stream
     from fakedetect.training.loop import Loop, Recorder
+    from fakedetect.training.validation import features
 
     split = cifake_subset(args.per_class)
     n = len(split)
@@ -59,7 +61,7 @@ def main() -> int:
     rows = []
     model = build_model(args.backbone, "imagenet", size)
     tmp = Path(tempfile.mkdtemp())
-    loop = Loop(strategy, cfg, model, bs, np.ones(2, np.float32), Recorder(tmp, False, print), tmp, tmp, {}, print)
+    loop = Loop(strategy, cfg, model, bs, np.ones(2, np.float32), Recorder(tmp, False), tmp, tmp, {})
 
     # 1. Frozen phase: the backbone recomputed every epoch against features computed once.
     stream, cached = image_stream(strategy, split, size, bs, cfg, 0)
@@ -69,11 +71,11 @@ def main() -> int:
     it = iter(stream)
     recompute = timed_steps(loop._train_step(model, opt), it, steps)
     t = time.perf_counter()
-    feats, labels = _features(model, split, size, bs)
+    feats, labels = features(model, split, size, bs)
     extract = time.perf_counter() - t
     inp = keras.Input((feats.shape[1],))
-    head = keras.Model(inp, model.get_layer("head_prob")(model.get_layer("head_dropout")(inp)))
-    from fakedetect.training import feature_stream
+    head = keras.Model(inp, model.get_layer(OUTPUT_LAYER)(model.get_layer(DROPOUT_LAYER)(inp)))
+    from fakedetect.training.inputs import feature_stream
 
     hopt = keras.optimizers.Adam(1e-3)
     hopt.build(head.trainable_variables)
@@ -86,7 +88,7 @@ def main() -> int:
 
     # 2. Fine-tuning on the same stream: Keras fit() (the reference), the loop, the loop on in-memory tensors.
     unfreeze(model, cfg.unfreeze)
-    from fakedetect.pipeline import build_stream
+    from fakedetect.data.pipeline import build_stream
 
     ds = build_stream(split.paths, split.labels, size, bs, cfg.augment, 0, split.pillow_only, cache=cached)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.BinaryCrossentropy(),

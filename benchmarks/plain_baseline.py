@@ -23,7 +23,7 @@ from common import cifake_subset, machine, table
 def layout(split, root: Path, val_fraction=0.1, seed=0) -> Path:
     """train/ and val/ folders of symlinks (stratified), for both recipes to read."""
     from fakedetect import CLASS_NAMES
-    from fakedetect.data import carve_validation
+    from fakedetect.data.splits import carve_validation
 
     tr, va = carve_validation(split, val_fraction, seed)
     for name, s in (("train", tr), ("val", va)):
@@ -38,8 +38,8 @@ def plain(root: Path, size: int, bs: int, epochs: tuple[int, int], cfg) -> dict:
     import keras
     from sklearn.metrics import roc_auc_score
 
-    from fakedetect.backbones import build_backbone
-    from fakedetect.model import unfreeze
+    from fakedetect.models.classifier import unfreeze
+    from fakedetect.models.registry import build_backbone
 
     kw = dict(class_names=["real", "fake"], label_mode="binary", image_size=(size, size), batch_size=bs, seed=0)
     train = keras.utils.image_dataset_from_directory(root / "train", shuffle=True, **kw)
@@ -73,7 +73,7 @@ def ours(root: Path, cfg, out: Path) -> dict:
     from fakedetect.training import train
 
     t = time.perf_counter()
-    res = train(root, cfg, out, log=lambda m: None)
+    res = train(root, cfg, out)
     total = time.perf_counter() - t
     hist = pd.read_csv(out / "history.csv")
     m = res.val_metrics["at_0.5"]

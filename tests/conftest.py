@@ -21,7 +21,7 @@ def _cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    from fakedetect.synthetic import make_synthetic_dataset
+    from fakedetect.data.synthetic import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("tiny") / "data", n_per_class=12, size=48)
 
@@ -62,7 +62,7 @@ def tf_rejected_jpeg() -> bytes:
     import tensorflow as tf
     from PIL import Image
 
-    from fakedetect.data import ImageInfo, check_bytes
+    from fakedetect.data.checks import ImageInfo, check_bytes
 
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "JPEG")
@@ -96,7 +96,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     from fakedetect.training import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(tiny_data, load_config(None, TINY_TRAIN), out, log=lambda m: None)
+    train(tiny_data, load_config(None, TINY_TRAIN), out)
     return out
 
 

@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from fakedetect.backbones import BACKBONES, WeightsError, WeightsUnavailable, build_backbone
-from fakedetect.model import build_model, get_backbone, unfreeze
+from fakedetect.errors import WeightsError, WeightsUnavailable
+from fakedetect.models.classifier import build_model, get_backbone, unfreeze
+from fakedetect.models.registry import BACKBONES, build_backbone
 
 
 def test_registry_sizes():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 
 from .conftest import write_bad_files
 
@@ -64,7 +64,7 @@ def test_train_end_to_end_writes_a_complete_run(tiny_data, tmp_path):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["image_size"] == 48 and cfg["batch_size"] == 8
 
-    from fakedetect.model import load_model
+    from fakedetect.models.classifier import load_model
 
     model = load_model(run / "model.keras")  # safe_mode=True
     x = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
@@ -118,7 +118,7 @@ def test_demo_without_data_says_synthetic(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKEDETECT_CIFAKE_ARCHIVE", str(tmp_path / "absent.tar.gz"))
     monkeypatch.setenv("FAKEDETECT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKEDETECT_DEMO_DOWNLOAD", "0")
-    found = demo.find_demo_data(None, log=lambda m: None)
+    found = demo.find_demo_data(None)
     assert found.synthetic and "SYNTHETIC" in (found.path / "README.txt").read_text()
     assert {p.name for p in found.path.iterdir()} >= {"real", "fake"}
 
@@ -150,3 +150,15 @@ def test_datasets_download_offline_or_missing_client_is_clear(monkeypatch):
     monkeypatch.setitem(sys.modules, "kagglehub", None)  # not installed
     res = CliRunner().invoke(main, ["datasets", "download", "cifake"])
     assert res.exit_code == 1 and "pip install kagglehub" in res.output
+
+
+def test_every_train_flag_sets_a_config_field_of_the_same_name():
+    """The train command's settings are TrainConfig's fields (no second list to drift from the first)."""
+    import dataclasses
+
+    from fakedetect.config import TrainConfig
+
+    cli_only = {"data", "resume", "config_path", "out", "overwrite", "verbose", "cluster", "task_index"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    flags = {p.name for p in main.commands["train"].params} - cli_only
+    assert flags and flags <= fields, flags - fields

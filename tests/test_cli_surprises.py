@@ -1,6 +1,7 @@
 """The CLI never surprises: options checked at parse time, one-line errors, no hangs, no leftovers, no chatter."""
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fakedetect.cli import EXIT_BUG, main
+from fakedetect.cli.main import EXIT_BUG, main
 
 from .conftest import TINY_TRAIN
 
@@ -25,12 +26,12 @@ def _run(*args, **kw):
 # -- errors keep their causes ---------------------------------------------------------------------------------------
 
 def test_a_bug_shows_its_traceback_and_asks_for_a_report(tiny_data, monkeypatch):
-    import fakedetect.inspection
+    import fakedetect.data.inspect
 
     def broken(*a, **k):
         raise ValueError("an internal mistake")  # a ValueError that is not a library error
 
-    monkeypatch.setattr(fakedetect.inspection, "inspect_data", broken)
+    monkeypatch.setattr(fakedetect.data.inspect, "inspect_data", broken)
     res = _run("inspect", tiny_data)
     assert res.exit_code == EXIT_BUG
     assert "Traceback" in res.output and "an internal mistake" in res.output and "this is a bug" in res.output
@@ -104,12 +105,12 @@ def test_train_fails_before_the_run_folder_and_the_fixed_command_is_not_blocked(
 
 
 def test_a_run_that_fails_in_its_first_epoch_leaves_no_folder(tiny_data, tmp_path, monkeypatch):
-    import fakedetect.training
+    import fakedetect.training.phases
 
     def boom(*a, **k):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr(fakedetect.training, "_features", boom)
+    monkeypatch.setattr(fakedetect.training.phases, "features", boom)
     run = tmp_path / "run"
     res = _run("train", "--data", tiny_data, "--out", run, *TINY)
     assert res.exit_code == EXIT_BUG and "out of memory" in res.output
@@ -137,31 +138,31 @@ def test_predict_with_nothing_readable_exits_non_zero(tiny_run, tmp_path):
 
 # -- data integrity: caches keyed on content, evaluation on training data flagged ------------------------------------
 
-def test_two_folders_with_one_name_get_their_own_holdout(tmp_path, monkeypatch):
+def test_two_folders_with_one_name_get_their_own_holdout(tmp_path, monkeypatch, caplog):
+    from fakedetect.data.synthetic import make_synthetic_dataset
     from fakedetect.demo import holdout_root
-    from fakedetect.synthetic import make_synthetic_dataset
 
     monkeypatch.setenv("FAKEDETECT_CACHE", str(tmp_path / "cache"))
     a = make_synthetic_dataset(tmp_path / "small", n_per_class=10, size=16, seed=1)
     b = make_synthetic_dataset(tmp_path / "alt" / "small", n_per_class=10, size=16, seed=2)
-    logs = []
-    ha, hb = holdout_root(a, log=logs.append), holdout_root(b, log=logs.append)
-    assert ha != hb and sum("holding out" in m for m in logs) == 2
+    caplog.set_level(logging.INFO, logger="fakedetect")
+    ha, hb = holdout_root(a), holdout_root(b)
+    assert ha != hb and sum("holding out" in m for m in caplog.messages) == 2
     for root, split in ((a, ha), (b, hb)):
         for link in split.rglob("*.*"):
             if link.is_symlink():
                 assert Path(os.readlink(link)).is_relative_to(root.resolve()), (link, root)
-    logs.clear()
-    assert holdout_root(a, log=logs.append) == ha and "reusing" in logs[0]
+    caplog.clear()
+    assert holdout_root(a) == ha and "reusing" in caplog.messages[0]
     (a / "real" / "new.png").write_bytes((a / "real" / "real (1).png").read_bytes())  # the folder changed
-    assert holdout_root(a, log=logs.append) != ha
+    assert holdout_root(a) != ha
 
 
 def test_an_archive_replaced_under_the_same_name_is_extracted_again(tmp_path, monkeypatch):
     import tarfile
 
-    from fakedetect.data import resolve_data
-    from fakedetect.synthetic import make_synthetic_dataset
+    from fakedetect.data.archive import resolve_data
+    from fakedetect.data.synthetic import make_synthetic_dataset
 
     monkeypatch.setenv("FAKEDETECT_CACHE", str(tmp_path / "cache"))
     archive = tmp_path / "d.tar.gz"
@@ -176,7 +177,7 @@ def test_an_archive_replaced_under_the_same_name_is_extracted_again(tmp_path, mo
 def test_evaluating_on_training_data_is_flagged(tiny_run, tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
-    from fakedetect.synthetic import make_synthetic_dataset
+    from fakedetect.data.synthetic import make_synthetic_dataset
 
     new = make_synthetic_dataset(tmp_path / "new", n_per_class=4, size=48, seed=99)
     for cls in ("real", "fake"):

@@ -1,6 +1,7 @@
 import pytest
 
-from fakedetect.config import ConfigError, dump_config, load_config
+from fakedetect.config import dump_config, load_config
+from fakedetect.errors import ConfigError
 
 
 def test_defaults_are_the_seed_recipe():

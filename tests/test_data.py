@@ -5,7 +5,10 @@ import pytest
 from PIL import Image
 
 from fakedetect import CLASS_NAMES
-from fakedetect.data import DataError, carve_validation, check_image, discover, subsample, to_split
+from fakedetect.data.checks import check_image
+from fakedetect.data.layout import discover
+from fakedetect.data.splits import carve_validation, subsample, to_split
+from fakedetect.errors import DataError
 
 from .conftest import write_bad_files
 
@@ -122,7 +125,7 @@ def test_subsample_caps_each_class():
 def test_archive_is_extracted_once(tmp_path):
     import tarfile
 
-    from fakedetect.data import resolve_data
+    from fakedetect.data.archive import resolve_data
 
     _img(tmp_path / "src" / "train" / "real" / "a b (1).png")
     _img(tmp_path / "src" / "train" / "fake" / "c.png")

@@ -123,7 +123,7 @@ def test_an_unreachable_worker_is_a_clear_error_not_a_hang(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_kill_one_worker_mid_epoch_then_restart_both(tmp_path):
     """MultiWorkerMirroredStrategy is not elastic: when a worker dies, all restart, from the last checkpoint."""
-    from fakedetect.synthetic import make_synthetic_dataset
+    from fakedetect.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", n_per_class=120, size=64)
     run = tmp_path / "run"

@@ -1,13 +1,15 @@
 """Every verdict says whether the image is like the training images (a feature-density model fitted in training)."""
 
+import hashlib
 import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 from fakedetect.domain import DOMAIN_FILE, DomainModel, fit_domain
 
 
@@ -54,10 +56,17 @@ def test_run_holds_its_domain_and_predict_reports_it(tiny_run, tiny_data, tmp_pa
 def test_api_and_evaluate_carry_the_domain_fields(tiny_run, tiny_data, tmp_path):
     import io
 
+    from fakedetect.data.splits import digest_ids
+    from fakedetect.run import load_run, score_files
     from fakedetect.web import create_app
 
     c = create_app(tiny_run, {"TESTING": True}).test_client()
-    img = next((tiny_data / "real").glob("*.png")).read_bytes()
+    # A training image (its features fitted the density: on 18 images a held-out one can be as far as noise).
+    with np.load(tiny_run / "data_hashes.npz") as z:
+        trained = set(z["train"].tolist())
+    reals = sorted((tiny_data / "real").glob("*.png"))
+    known_path = next(p for p in reals if int(digest_ids([hashlib.sha1(p.read_bytes()).hexdigest()])[0]) in trained)
+    img = known_path.read_bytes()
     noise = io.BytesIO()
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(noise, "PNG")
     r = c.post("/api/v1/predict", data={"image": [(io.BytesIO(img), "a.png"), (io.BytesIO(noise.getvalue()), "n.png")]})
@@ -65,6 +74,9 @@ def test_api_and_evaluate_carry_the_domain_fields(tiny_run, tiny_data, tmp_path)
     known, odd = r.json["results"]
     assert isinstance(known["in_domain"], bool) and known["domain_distance"] >= 0
     assert isinstance(odd["in_domain"], bool) and odd["domain_distance"] > known["domain_distance"]
+    run = load_run(tiny_run)  # the page's distance is the one every other output gives
+    assert score_files(run.model, [str(known_path)], run.image_size, domain=run.domain)[1][0] == pytest.approx(
+        known["domain_distance"], rel=1e-4)
     assert odd["in_domain"] == (odd["domain_distance"] <= json.loads((tiny_run / "model.json").read_text())[
         "domain"]["threshold"])
     out = tmp_path / "eval"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 
 from .conftest import write_bad_files
 
@@ -98,7 +98,7 @@ def test_perturbations_change_pixels_and_keep_shape():
     import numpy as np
     import tensorflow as tf
 
-    from fakedetect.robustness import perturbations
+    from fakedetect.data.transforms import perturbations
 
     img = tf.constant(np.random.default_rng(0).integers(0, 256, (40, 30, 3)), tf.uint8)
     for name, fn in perturbations().items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 
 TFJOB = Path(__file__).resolve().parents[1] / "examples" / "kubernetes" / "tfjob.yaml"
 

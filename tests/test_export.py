@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 
 TEMPERATURE = 2.5  # far enough from 1 that an export without the calibration fails the parity tests
 OUT_NAME = {"saved_model": "m", "tflite": "m.tflite", "onnx": "m.onnx"}
@@ -22,7 +22,7 @@ def calib_run(calibrated_run):
 @pytest.fixture(scope="module")
 def reference(calib_run):
     """Pixels and what fakedetect reports for them: run.calibrate(the Keras model's raw P(fake))."""
-    from fakedetect.inference import load_run
+    from fakedetect.run import load_run
 
     run = load_run(calib_run)
     rng = np.random.default_rng(1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from fakedetect.cli import main
-from fakedetect.data import check_image
+from fakedetect.cli.main import main
+from fakedetect.data.checks import check_image
 
 from .conftest import TINY_TRAIN, tf_rejected_jpeg, write_bad_files
 
@@ -75,7 +75,7 @@ def test_train_and_evaluate_finish_and_list_every_bad_file(tiny_data, tmp_path):
 def test_predict_and_the_pipeline_skip_a_file_only_tensorflow_rejects(tiny_run, tiny_data, tmp_path):
     from click.testing import CliRunner
 
-    from fakedetect.inference import DECODE_FAILED, load_run, predict_raw
+    from fakedetect.run import DECODE_FAILED, load_run, predict_raw
 
     bad = tmp_path / "tf_rejects.jpg"
     bad.write_bytes(tf_rejected_jpeg())

@@ -3,14 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fakedetect.metrics import (
-    apply_temperature,
-    binary_metrics,
-    choose_threshold,
-    ece,
-    eer,
-    fit_temperature,
-)
+from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, eer, fit_temperature
 
 # A hand-made set: 4 real (0), 4 fake (1).
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])

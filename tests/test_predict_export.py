@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from click.testing import CliRunner
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 
 from .conftest import write_bad_files
 
@@ -34,8 +34,8 @@ def test_predict_folder_with_corrupt_files(calibrated_run, tiny_data, tmp_path):
     assert len(both) == 24
     np.testing.assert_allclose(both.prob_fake, both.prob_fake_eval, atol=1e-6)
     # ...and both are calibrated: the raw model output, through the run's temperature of 2.5.
-    from fakedetect.inference import load_run, predict_raw
     from fakedetect.metrics import apply_temperature
+    from fakedetect.run import load_run, predict_raw
 
     run = load_run(calibrated_run)
     raw = predict_raw(run.model, list(both.path), run.image_size)

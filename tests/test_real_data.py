@@ -2,8 +2,8 @@
 
 import pytest
 
-from fakedetect.data import resolve_data
-from fakedetect.inspection import inspect_data
+from fakedetect.data.archive import resolve_data
+from fakedetect.data.inspect import inspect_data
 
 pytestmark = pytest.mark.data
 

@@ -1,5 +1,6 @@
 """The training recipe's knobs (issue 13): cosine schedule, progressive resizing, label smoothing, weight EMA."""
 
+import logging
 import math
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_label_smoothing_moves_targets_toward_one_half():
     {"finetune_sizes": [16]}, {"min_lr_ratio": 2},
 ])
 def test_recipe_settings_are_checked(config_error):
-    from fakedetect.config import ConfigError, load_config
+    from fakedetect.config import load_config
+    from fakedetect.errors import ConfigError
 
     with pytest.raises(ConfigError, match=next(iter(config_error))):
         load_config(None, {"epochs_finetune": 2, **config_error})
@@ -69,18 +71,18 @@ def _head_loop(tmp_path, ema_decay, val_losses):
     def validate():
         seen.append([np.array(w) for w in model.get_weights()])
         p = val_losses[len(seen) - 1]  # P(fake) of one fake image: loss -log(p)
-        from fakedetect.training.loop import binary_sums
+        from fakedetect.training.sums import binary_sums
 
         return binary_sums(np.array([1.0]), np.array([p]))
 
-    loop = Loop(strategy, cfg, model, 8, np.ones(2, np.float32), Recorder(tmp_path, True, lambda m: None),
-                tmp_path / "checkpoints", tmp_path, {}, lambda m: None)
+    loop = Loop(strategy, cfg, model, 8, np.ones(2, np.float32), Recorder(tmp_path, True),
+                tmp_path / "checkpoints", tmp_path, {})
     loop.run(Phase("frozen", model, lambda seed, _: feature_stream(strategy, f, y, 8, seed), validate, 1, 0.5, 8))
     return model, seen
 
 
 def test_the_moving_average_is_validated_and_saved_when_it_is_better(tmp_path):
-    from fakedetect.model import load_model
+    from fakedetect.models.classifier import load_model
 
     model, seen = _head_loop(tmp_path, 0.5, [0.3, 0.6])  # raw: loss 1.20; moving average: 0.51
     raw_now, ema = model.get_weights(), seen[1]
@@ -94,7 +96,7 @@ def test_the_moving_average_is_validated_and_saved_when_it_is_better(tmp_path):
 
 
 def test_the_raw_weights_are_saved_when_the_average_is_worse(tmp_path):
-    from fakedetect.model import load_model
+    from fakedetect.models.classifier import load_model
 
     model, seen = _head_loop(tmp_path, 0.5, [0.6, 0.3])
     saved = load_model(tmp_path / "model.keras").get_weights()
@@ -103,17 +105,17 @@ def test_the_raw_weights_are_saved_when_the_average_is_worse(tmp_path):
     assert pd.read_csv(tmp_path / "history.csv").iloc[0]["weights"] == "raw"
 
 
-def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path):
+def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path, caplog):
     from fakedetect.config import load_config
-    from fakedetect.model import load_model
+    from fakedetect.models.classifier import load_model
     from fakedetect.training import train
 
     from .conftest import TINY_TRAIN
 
     cfg = load_config(None, {**TINY_TRAIN, "epochs_finetune": 3, "finetune_sizes": [32, 40], "schedule": "cosine",
                              "ema_decay": 0.9, "min_lr_ratio": 0.1, "lr_finetune": 1e-4})
-    lines = []
-    train(tiny_data, cfg, tmp_path / "run", log=lines.append)
+    caplog.set_level(logging.INFO, logger="fakedetect")
+    train(tiny_data, cfg, tmp_path / "run")
     h = pd.read_csv(tmp_path / "run" / "history.csv")
     assert list(h["image_size"]) == [48, 32, 40, 48] and list(h["phase"]) == ["frozen"] + ["finetune"] * 3
     assert h["val_loss_ema"].notna().all() and set(h["weights"]) <= {"raw", "ema"}
@@ -121,15 +123,15 @@ def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path):
     ft = h[h["phase"] == "finetune"]["learning_rate"].to_numpy()
     assert ft[0] > ft[1] > ft[2] and ft[2] == pytest.approx(1e-5)
     assert load_model(tmp_path / "run" / "model.keras").input_shape == (None, 48, 48, 3)  # served at image_size
-    assert any("image sizes [32, 40, 48]" in line for line in lines)
+    assert "image sizes [32, 40, 48]" in caplog.text
 
 
 def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):
     from click.testing import CliRunner
 
-    from fakedetect.cli import main
-    from fakedetect.inference import load_run, predict_raw
-    from fakedetect.pipeline import build_dataset
+    from fakedetect.cli.main import main
+    from fakedetect.data.pipeline import build_dataset
+    from fakedetect.run import load_run, predict_raw
 
     run = load_run(calibrated_run)
     paths = sorted(str(p) for p in (tiny_data / "fake").iterdir())[:6]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 
 
 @pytest.fixture(scope="module")
 def bigger_data(tmp_path_factory):
-    from fakedetect.synthetic import make_synthetic_dataset
+    from fakedetect.data.synthetic import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("resume") / "data", n_per_class=120, size=64)
 

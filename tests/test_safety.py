@@ -7,10 +7,10 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-from fakedetect.backbones import check_weights_file
-from fakedetect.cli import main
+from fakedetect.cli.main import main
 from fakedetect.errors import WeightsError
-from fakedetect.torch_weights import load_state_dict
+from fakedetect.models.registry import check_weights_file
+from fakedetect.models.torch_checkpoint import load_state_dict
 
 
 class _Evil:

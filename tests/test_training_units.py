@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from fakedetect.training.loop import AUC_BINS, binary_sums, sums_to_metrics
 from fakedetect.training.schedules import EarlyStop, Plateau, restore, warmup_lr
+from fakedetect.training.sums import AUC_BINS, binary_sums, sums_to_metrics
 
 
 def test_plateau_follows_keras_rules():
@@ -71,7 +71,7 @@ def test_calibration_is_fitted_on_a_large_enough_validation(monkeypatch):
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 30)
     raw = 1 / (1 + np.exp(-3 * np.where(y == 1, rng.normal(1.0, 1.0, 60), rng.normal(-0.2, 1.0, 60))))
-    monkeypatch.setattr("fakedetect.inference.predict_raw", lambda *a, **k: raw.copy())
+    monkeypatch.setattr("fakedetect.training.finish.predict_raw", lambda *a, **k: raw.copy())
     val = SimpleNamespace(paths=[f"{i}.png" for i in range(60)], labels=list(y), pillow_only=None)
     cal, thr, m = calibrate_on_validation(None, val, 48, load_config(None, {}))
     assert "skipped" not in cal and cal["temperature"] == pytest.approx(fit_temperature(y, raw))

@@ -220,7 +220,7 @@ def test_api_token(tiny_run):
 
 
 def test_run_without_model(tmp_path):
-    from fakedetect.inference import RunError
+    from fakedetect.errors import RunError
 
     with pytest.raises(RunError, match="holds no trained model"):
         create_app(tmp_path)

@@ -72,9 +72,19 @@ def check_out_dir(path: str | os.PathLike, overwrite: bool, what: str = "output 
 
 def fresh_dir(path: str | os.PathLike, overwrite: bool, what: str = "output folder",
               error: type[FileExistsError] = OutputExistsError) -> Path:
-    """Creates ``path``; refuses one that already holds files unless ``overwrite`` (never clobber a user's run)."""
+    """Creates ``path``; refuses one that already holds files unless ``overwrite`` (never clobber a user's run).
+
+    Creating the folder is the claim: a new folder is made with one ``mkdir`` that fails if it exists, so of two
+    commands started together for the same new folder only one gets it; the other is refused.
+    """
     path = check_out_dir(path, overwrite, what, error)
-    path.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        # It existed at the check (empty, or --overwrite), or another command claimed it since then.
+        if not overwrite and any(path.iterdir()):
+            raise error(f"{what} {path} was just created by another command; choose another --out") from None
     return path
 
 

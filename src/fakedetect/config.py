@@ -13,16 +13,17 @@ from typing import Any
 import yaml
 
 from fakedetect.errors import ConfigError  # noqa: F401 - re-exported
+from fakedetect.models.registry import BACKBONES
 
 PRESET_DIR = Path(__file__).parent / "configs"
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")  # tf.distribute (see training/cluster.py)
 SCHEDULES = ("plateau", "cosine")  # see training/schedules.py
+DEMO_PER_CLASS = 5000  # the demo trains its recipe (configs/demo.yaml) on this many images per class
 
 
 @dataclass
 class AugmentConfig:
     """Augmentation applied to training images only (never to validation or test data)."""
-
     flip: bool = True
     rotation: float = 0.05  # fraction of a full turn, as keras.layers.RandomRotation
     zoom: float = 0.1
@@ -37,7 +38,6 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Written to the run folder as ``config.yaml``."""
-
     backbone: str = "efficientnet-b4"
     weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
     image_size: int | None = None  # None: the backbone's native size
@@ -154,8 +154,6 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Raises ConfigError naming the first invalid field."""
-    from fakedetect.backbones import BACKBONES
-
     _check(cfg.backbone in BACKBONES, "backbone", cfg.backbone, "one of " + ", ".join(BACKBONES))
     _check(isinstance(cfg.weights, str) and bool(cfg.weights), "weights", cfg.weights,
            "'imagenet', 'none' or a path to a weights file")
@@ -187,6 +185,12 @@ def validate(cfg: TrainConfig) -> None:
            "devices", cfg.devices, "a list of device names such as ['/gpu:0', '/gpu:1']")
     for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision"):
         _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
+    _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
+    _validate_schedule(cfg)
+    _validate_augment(cfg.augment)
+
+
+def _validate_schedule(cfg: TrainConfig) -> None:
     _check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, "one of " + ", ".join(SCHEDULES))
     _check(isinstance(cfg.min_lr_ratio, (int, float)) and 0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio",
            cfg.min_lr_ratio, "in [0, 1]")
@@ -201,8 +205,9 @@ def validate(cfg: TrainConfig) -> None:
         and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 1024 for v in cfg.finetune_sizes)),
         "finetune_sizes", cfg.finetune_sizes,
         f"null, or a list of at most epochs_finetune ({cfg.epochs_finetune}) image sizes from 32 to 1024")
-    _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
-    a = cfg.augment
+
+
+def _validate_augment(a: AugmentConfig) -> None:
     for name in ("rotation", "zoom", "contrast"):
         v = getattr(a, name)
         _check(isinstance(v, (int, float)) and 0 <= v < 1, f"augment.{name}", v, "in [0, 1)")

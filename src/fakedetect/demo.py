@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakedetect.config import DEMO_PER_CLASS, load_config
+from fakedetect.data.archive import folder_fingerprint, resolve_data
+from fakedetect.data.inspect import inspect_data
+from fakedetect.data.layout import discover
+from fakedetect.data.splits import write_holdout_split
+from fakedetect.data.synthetic import make_synthetic_dataset
+from fakedetect.evaluation.evaluate import evaluate, summary_table
 from fakedetect.paths import cache_dir
+from fakedetect.training import train
+
+log = logging.getLogger(__name__)
 
 # Where the project's developers and CI find CIFAKE's training archive (relative to the working folder).
 DEFAULT_ARCHIVES = ("../shared/data/cifake-train.tar.gz", "shared/data/cifake-train.tar.gz")
@@ -19,7 +31,7 @@ class DemoData:
     synthetic: bool
 
 
-def find_demo_data(data: str | Path | None = None, log=print) -> DemoData:
+def find_demo_data(data: str | Path | None = None) -> DemoData:
     """Picks the demo's data: ``data`` / $FAKEDETECT_DATA, a local CIFAKE archive, else a generated set."""
     given = data or os.environ.get("FAKEDETECT_DATA")
     if given:
@@ -30,27 +42,24 @@ def find_demo_data(data: str | Path | None = None, log=print) -> DemoData:
         if c and Path(c).is_file():
             return DemoData(Path(c), "cifake-archive", False)
     if os.environ.get("FAKEDETECT_DEMO_DOWNLOAD", "1") != "0":
-        from fakedetect.data import DataError
-        from fakedetect.datasets import download
+        from fakedetect.data.download import download
+        from fakedetect.errors import DataError
 
         try:
             return DemoData(download("cifake"), "cifake-download", False)
         except DataError as e:
-            log(f"no CIFAKE download: {e}")
-    from fakedetect.synthetic import make_synthetic_dataset
+            log.info(f"no CIFAKE download: {e}")
 
     root = cache_dir() / "datasets" / "synthetic-demo"
     if not (root / "README.txt").exists():
-        log(f"no data given and no CIFAKE archive found ({', '.join(candidates)}): generating a SYNTHETIC set")
+        log.info(f"no data given and no CIFAKE archive found ({', '.join(candidates)}): generating a SYNTHETIC set")
         make_synthetic_dataset(root, n_per_class=300, size=64)
     return DemoData(root, "synthetic", True)
 
 
-def holdout_root(root: Path, log=print, test_fraction: float = 0.1, seed: int = 42) -> Path:
+def holdout_root(root: Path, test_fraction: float = 0.1, seed: int = 42) -> Path:
     """A folder with train/ and test/ splits for ``root``: itself if it has a test/ split, else a cached
     stratified hold-out made of symlinks (the test images are never trained on)."""
-    from fakedetect.data import discover, folder_fingerprint, write_holdout_split
-
     layout = discover(root)
     if "test" in layout:
         return root
@@ -59,9 +68,9 @@ def holdout_root(root: Path, log=print, test_fraction: float = 0.1, seed: int = 
     key = folder_fingerprint(root, files)
     dest = cache_dir() / "datasets" / f"{root.name}-holdout{round(test_fraction * 100)}-seed{seed}-{key}"
     if dest.exists():
-        log(f"reusing the hold-out split of {root.resolve()} made earlier: {dest}")
+        log.info(f"reusing the hold-out split of {root.resolve()} made earlier: {dest}")
     else:
-        log(f"holding out {test_fraction:.0%} of {root.resolve()} as a test split (symlinks in {dest})")
+        log.info(f"holding out {test_fraction:.0%} of {root.resolve()} as a test split (symlinks in {dest})")
         write_holdout_split(root, dest, test_fraction, seed)
     return dest
 
@@ -74,40 +83,32 @@ class DemoResult:
     synthetic: bool
 
 
-def run_demo(data: str | Path | None = None, out: str | Path | None = None, max_per_class: int = 1000,
-             log=print) -> DemoResult:
-    """The main job end to end: find data, inspect it, hold out a test split, train the CPU recipe on it,
+def run_demo(data: str | Path | None = None, out: str | Path | None = None,
+             max_per_class: int = DEMO_PER_CLASS) -> DemoResult:
+    """The main job end to end: find data, inspect it, hold out a test split, train the demo recipe on it,
     evaluate on the held-out images, and say where everything is."""
-    import datetime as dt
-
-    from fakedetect.config import load_config
-    from fakedetect.data import resolve_data
-    from fakedetect.evaluate import evaluate, summary_table
-    from fakedetect.inspection import inspect_data
-    from fakedetect.training import train
-
-    found = find_demo_data(data, log=log)
+    found = find_demo_data(data)
     note = "  (SYNTHETIC data: says nothing about real detectors)" if found.synthetic else ""
-    log(f"== 1/4 data: {'SYNTHETIC (generated, not real images)' if found.synthetic else found.path}")
-    root = resolve_data(found.path, log=log)
+    log.info(f"== 1/4 data: {'SYNTHETIC (generated, not real images)' if found.synthetic else found.path}")
+    root = resolve_data(found.path)
     report = inspect_data(root)
-    log(report.table.to_string(index=False))
+    log.info(report.table.to_string(index=False))
     for w in report.warnings:
-        log(f"warning: {w}")
-    split_root = holdout_root(root, log=log)
+        log.warning(f"warning: {w}")
+    split_root = holdout_root(root)
     out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}{'-synthetic' if found.synthetic else ''}"
-    cfg = load_config("cpu", {"max_per_class": max_per_class})
-    log(f"== 2/4 training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
-    result = train(split_root, cfg, out, log=log)
-    log("== 3/4 evaluating on the held-out test split (never trained on)")
-    ev = evaluate(result.run_dir, split_root, result.run_dir / "eval-test", log=log)
-    log(summary_table(ev.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
-    log("\n== summary" + note)
-    log(f"run folder:       {result.run_dir}")
-    log(f"model:            {result.run_dir / 'model.keras'}")
-    log(f"training curves:  {result.run_dir / 'training_curves.png'}")
-    log(f"test report:      {ev.out_dir / 'report.html'}")
+    cfg = load_config("demo", {"max_per_class": max_per_class})
+    log.info(f"== 2/4 training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
+    result = train(split_root, cfg, out)
+    log.info("== 3/4 evaluating on the held-out test split (never trained on)")
+    ev = evaluate(result.run_dir, split_root, result.run_dir / "eval-test")
+    log.info(summary_table(ev.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    log.info("\n== summary" + note)
+    log.info(f"run folder:       {result.run_dir}")
+    log.info(f"model:            {result.run_dir / 'model.keras'}")
+    log.info(f"training curves:  {result.run_dir / 'training_curves.png'}")
+    log.info(f"test report:      {ev.out_dir / 'report.html'}")
     auc = ev.metrics["roc_auc"]
-    log(f"test:             accuracy {ev.metrics['accuracy']:.4f}, AUC "
+    log.info(f"test:             accuracy {ev.metrics['accuracy']:.4f}, AUC "
         f"{'undefined' if auc is None else f'{auc:.4f}'} on {ev.metrics['n']} held-out images" + note)
     return DemoResult(result.run_dir, ev.out_dir, ev.metrics, found.synthetic)

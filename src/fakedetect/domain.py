@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fakedetect.atomic import atomic_path
+
 DOMAIN_FILE = "domain.npz"
 QUANTILE = 0.99  # of validation distances: 1% of in-domain images are flagged by construction
 MAX_FIT_IMAGES = 5000  # training images (per run) whose features fit the density
@@ -39,8 +41,6 @@ class DomainModel:
         return np.asarray(distances) <= self.threshold
 
     def save(self, path: str | Path) -> None:
-        from fakedetect.atomic import atomic_path
-
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez_compressed(tmp, means=self.means.astype(np.float32),
                                 precision=self.precision.astype(np.float32), threshold=self.threshold)

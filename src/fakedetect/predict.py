@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fakedetect.data import DataError, check_images, list_files
-from fakedetect.errors import ConfigError
-from fakedetect.inference import DECODE_FAILED, Run, score_files
+from fakedetect.atomic import atomic_path, write_json
+from fakedetect.data.checks import check_images
+from fakedetect.data.layout import list_files
+from fakedetect.errors import ConfigError, DataError
+from fakedetect.run import DECODE_FAILED, Run, score_files
 
 
 @dataclass
@@ -35,19 +36,17 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
-                  progress: Callable[[str, int, int], None] | None = None, tta: bool = False) -> PredictResult:
+                  tta: bool = False) -> PredictResult:
     """Scores every readable image under ``inputs``; unreadable files are reported, not fatal.
 
     ``tta``: score each image with its mirror image too (twice the compute; see ``evaluate --tta``).
     """
     files = expand_inputs(inputs)
-    infos = check_images(files, progress=(lambda i, n: progress("checked", i, n)) if progress else None,
-                         tf_verify=True)
+    infos = check_images(files, tf_verify=True, what="files")
     ok = [i for i in infos if i.error is None]
     bad = [(i.path, i.error) for i in infos if i.error is not None]
     raw, dist = score_files(run.model, [i.path for i in ok], run.image_size, batch_size,
                             [not i.tf_decodable for i in ok],
-                            progress=(lambda i, n: progress("predicted", i, n)) if progress else None,
                             domain=run.domain, tta=tta)
     failed = np.isnan(raw)
     bad += [(i.path, DECODE_FAILED) for i, f in zip(ok, failed, strict=True) if f]
@@ -66,8 +65,6 @@ def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
 
 def write_predictions(result: PredictResult, out: str | Path, threshold: float) -> Path:
     """Writes a .csv or .json atomically (never a truncated file that looks complete)."""
-    from fakedetect.atomic import atomic_path, write_json
-
     out = Path(out)
     if out.suffix.lower() == ".json":
         write_json(out, {"threshold": threshold, "predictions": result.table.to_dict(orient="records"),

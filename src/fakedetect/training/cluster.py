@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 
 from fakedetect.config import STRATEGIES
 from fakedetect.errors import StrategyError
@@ -132,9 +134,6 @@ def _multi_worker(timeout_s: int):
 def _watchdog(timeout_s: int, message: str) -> int:
     """Forks a process that terminates this one with ``message`` unless the returned pipe is closed within
     ``timeout_s``. The child only waits, writes and signals: safe after TensorFlow has started threads."""
-    import select
-    import signal
-
     read_end, write_end = os.pipe()
     parent = os.getpid()
     if os.fork() == 0:  # the watchdog

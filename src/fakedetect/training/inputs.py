@@ -3,33 +3,32 @@ decoding (each worker reads and decodes only its own share of the images)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from fakedetect.config import TrainConfig
-from fakedetect.data import Split, carve_validation, choose_split, discover, subsample, to_split
+from fakedetect.data.layout import choose_split, discover
+from fakedetect.data.splits import Split, carve_validation, subsample, to_split
 from fakedetect.training.cluster import num_workers
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 CACHE_BYTES = 2 * 1024**3  # decoded training images are kept in memory up to this size (one machine only)
 
 
-def prepare_data(data_root: str | Path, cfg: TrainConfig, log: Log = print) -> tuple[Split, Split, dict]:
+def prepare_data(data_root: str | Path, cfg: TrainConfig) -> tuple[Split, Split, dict]:
     """Finds, subsamples, checks and splits the data. Returns (train, val, summary)."""
     layout = discover(data_root)
     # val/ and test/ are never trained on; besides them, train/ or the folder's only split is.
     train_name = choose_split({k: v for k, v in layout.items() if k not in ("val", "test")} or layout, "train",
                               data_root)
 
-    def progress(name):
-        return lambda i, n: log(f"  checked {i}/{n} {name} files")
-
     files = subsample(layout[train_name], cfg.max_per_class, cfg.seed)
-    pool = to_split(train_name, files, progress=progress(train_name))
+    pool = to_split(train_name, files)
     if "val" in layout:
-        val = to_split("val", subsample(layout["val"], cfg.max_per_class, cfg.seed + 1), progress("val"))
+        val = to_split("val", subsample(layout["val"], cfg.max_per_class, cfg.seed + 1))
         train = pool
         train.name = "train"
         val_source = "val folder"
@@ -64,7 +63,7 @@ def image_stream(strategy, split: Split, image_size: int, global_batch: int, cfg
     """The distributed, endless training stream of images: each input pipeline reads its shard of the files."""
     import tensorflow as tf
 
-    from fakedetect.pipeline import build_stream
+    from fakedetect.data.pipeline import build_stream
 
     # Decoded images are cached in memory on one machine when they fit (CIFAKE: 100,000 x 32x32 = 0.3 GB).
     cache = num_workers(strategy) == 1 and 3 * sum(split.pixels) <= CACHE_BYTES
@@ -93,6 +92,6 @@ def feature_stream(strategy, features: np.ndarray, labels: np.ndarray, global_ba
 
 def eval_batches(split: Split, image_size: int, batch_size: int):
     """(index, images, labels) batches of a split, in order, for a local forward pass."""
-    from fakedetect.pipeline import build_dataset
+    from fakedetect.data.pipeline import build_dataset
 
     return build_dataset(split.paths, split.labels, image_size, batch_size, pillow_only=split.pillow_only)

@@ -10,8 +10,8 @@ epoch, so the plateau, early-stopping and best-model decisions are the same on e
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -20,65 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from fakedetect.training.cluster import num_workers
-from fakedetect.training.schedules import EarlyStop, Plateau, cosine_lr, restore, warmup_lr
+from fakedetect.atomic import atomic_path, write_json
+from fakedetect.progress import EVERY_S
+from fakedetect.run import MODEL_FILE
+from fakedetect.training.schedules import EarlyStop, PhaseSchedule, Plateau
+from fakedetect.training.sums import AUC_BINS, all_reduce_sum, sums_to_metrics
 
-Log = Callable[[str], None]
-AUC_BINS = 1000  # validation AUC from score histograms: exact up to ties within 0.001
-PROGRESS_EVERY_S = 30.0
+log = logging.getLogger(__name__)
 
-
-def all_reduce_sum(strategy, values: np.ndarray) -> np.ndarray:
-    """Sums a vector across workers (one collective; every worker must call it the same number of times)."""
-    if num_workers(strategy) == 1:
-        return values  # the replicas of one machine share this process: its values are already global
-    import tensorflow as tf
-
-    local = strategy.num_replicas_in_sync // num_workers(strategy)
-    part = tf.constant(np.asarray(values, np.float64) / local)
-    per_replica = strategy.experimental_distribute_values_from_function(lambda ctx: part)
-    return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), np.float64)
-
-
-def binary_sums(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """[loss sum, count, correct at 0.5, histogram of fake scores, histogram of real scores]: additive, so
-    they can be summed across workers and turned into metrics once."""
-    p = p.astype(np.float64)
-    y = y.astype(np.float64)
-    finite = np.isfinite(p)  # a diverged model's NaN makes the loss NaN (reported), never a crash
-    p = np.clip(np.where(finite, p, 0.5), 1e-7, 1 - 1e-7)
-    loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    loss = np.where(finite, loss, np.nan)
-    bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
-    pos = np.bincount(bins[(y == 1) & finite], minlength=AUC_BINS)
-    neg = np.bincount(bins[(y == 0) & finite], minlength=AUC_BINS)
-    return np.concatenate([[loss.sum(), len(y), ((p >= 0.5) == (y == 1)).sum()], pos, neg])
-
-
-def sums_to_metrics(s: np.ndarray) -> dict:
-    loss, n, correct = s[:3]
-    pos, neg = s[3:3 + AUC_BINS], s[3 + AUC_BINS:]
-    n_pos, n_neg = pos.sum(), neg.sum()
-    auc = float("nan")
-    if n_pos and n_neg:
-        above = np.cumsum(pos[::-1])[::-1] - pos  # positives in higher bins
-        auc = float((neg * (above + 0.5 * pos)).sum() / (n_pos * n_neg))
-    return {"loss": float(loss / n) if n else float("nan"), "accuracy": float(correct / n) if n else float("nan"),
-            "auc": auc}
-
-
-def weights_digest(model) -> str:
-    """A checksum of every weight: equal on every worker when they are in sync."""
-    h = hashlib.sha1()
-    for w in model.weights:
-        h.update(np.ascontiguousarray(np.asarray(w.numpy(), np.float32)).tobytes())
-    return h.hexdigest()[:16]
+STATE_FILE = "state.json"  # in a run folder: where a killed run resumes from
+HISTORY_FILE = "history.csv"  # in a run folder: one row per epoch
 
 
 @dataclass
 class Phase:
     """One phase of training: what is trained, on what, how long, how fast."""
-
     name: str  # "frozen" or "finetune"
     model: object  # the keras.Model whose trainable weights this phase trains (the head, or the whole model)
     stream: Callable[[int, int], object]  # (seed offset, image size) -> distributed dataset of batches, endless
@@ -93,24 +49,20 @@ class Phase:
 @dataclass
 class Recorder:
     """What the chief writes each epoch: history.csv, state.json, TensorBoard. Other workers write nothing."""
-
     run_dir: Path
     chief: bool
-    log: Log
     rows: list[dict] = field(default_factory=list)
     writer: object = None
 
     def epoch(self, row: dict, state: dict) -> None:
         import pandas as pd
 
-        from fakedetect.atomic import atomic_path, write_json
-
         self.rows.append(row)
         if not self.chief:
             return
-        with atomic_path(self.run_dir / "history.csv", suffix=".csv") as tmp:
+        with atomic_path(self.run_dir / HISTORY_FILE, suffix=".csv") as tmp:
             pd.DataFrame(self.rows).to_csv(tmp, index=False)
-        write_json(self.run_dir / "state.json", state)
+        write_json(self.run_dir / STATE_FILE, state)
         if self.writer is None:
             import tensorflow as tf
 
@@ -127,7 +79,6 @@ class Recorder:
 @dataclass
 class Loop:
     """Runs phases under one strategy, keeping the best model by validation loss across them."""
-
     strategy: object
     cfg: object  # TrainConfig
     model: object  # the full model: what is saved and checkpointed
@@ -137,7 +88,6 @@ class Loop:
     checkpoint_dir: Path  # where this worker writes its checkpoints (the chief's: in the run folder)
     read_dir: Path  # the run folder, where a resumed run's checkpoint is read from (every worker)
     state: dict
-    log: Log
     mixed_precision: bool = False
     resumed: bool = False
     best_val_loss: float = math.inf
@@ -146,19 +96,17 @@ class Loop:
 
     def save_best(self) -> None:
         """Keeps the best weights in memory on every worker; the chief also writes model.keras."""
-        from fakedetect.atomic import atomic_path
-
         self.best_weights = [np.array(w.numpy()) for w in self.model.weights]
         if self.recorder.chief:
-            with atomic_path(self.recorder.run_dir / "model.keras", suffix=".keras") as tmp:
+            with atomic_path(self.recorder.run_dir / MODEL_FILE, suffix=".keras") as tmp:
                 self.model.save(tmp)
 
     def load_best(self) -> None:
         """Puts the best weights so far back in the model (before fine-tuning, and at the end)."""
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-        elif self.resumed and (self.read_dir / "model.keras").is_file():  # the chief's file (shared storage)
-            self.model.load_weights(self.read_dir / "model.keras")
+        elif self.resumed and (self.read_dir / MODEL_FILE).is_file():  # the chief's file (shared storage)
+            self.model.load_weights(self.read_dir / MODEL_FILE)
 
     def _optimizer(self, learning_rate: float, variables):
         import keras
@@ -212,82 +160,73 @@ class Loop:
         """Trains one phase: epochs of ``phase.steps`` steps, validation, schedules, checkpoints."""
         import tensorflow as tf
 
-        strategy, log, cfg = self.strategy, self.log, self.cfg
-        cosine = cfg.schedule == "cosine"
-        with strategy.scope():
+        cfg = self.cfg
+        with self.strategy.scope():
             optimizer = self._optimizer(phase.learning_rate, phase.model.trainable_variables)
         ckpt = tf.train.Checkpoint(model=self.model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(ckpt, str(self.checkpoint_dir / phase.name), max_to_keep=2)
-        plateau = Plateau(cfg.reduce_lr_patience, cfg.reduce_lr_factor)
-        stop = EarlyStop(cfg.early_stopping_patience)
-        lr, done = phase.learning_rate, 0
-        resumed = self.state.get("phase") == phase.name and self.state.get("checkpoint")
-        if resumed:
-            path = self.read_dir / self.state["checkpoint"]
-            ckpt.restore(str(path)).assert_existing_objects_matched()
-            done, lr = int(self.state["phase_epoch"]), float(self.state["learning_rate"])
-            restore(plateau, self.state.get("plateau"))
-            restore(stop, self.state.get("early_stopping"))
+        sched = PhaseSchedule(phase.learning_rate, phase.epochs * phase.steps, phase.warmup_steps,
+                              cfg.schedule == "cosine", cfg.min_lr_ratio,
+                              Plateau(cfg.reduce_lr_patience, cfg.reduce_lr_factor),
+                              EarlyStop(cfg.early_stopping_patience))
+        done = 0
+        if self.state.get("phase") == phase.name and self.state.get("checkpoint"):
+            ckpt.restore(str(self.read_dir / self.state["checkpoint"])).assert_existing_objects_matched()
+            done = int(self.state["phase_epoch"])
+            sched.restore(self.state)
             if self.state.get("stopped") or done >= phase.epochs:
                 return
-
-        def rate(step: int) -> float:  # the rate of a step of this phase (plateau: lr as the rule last set it)
-            if cosine:
-                return cosine_lr(phase.learning_rate, step, phase.epochs * phase.steps, phase.warmup_steps,
-                                 cfg.min_lr_ratio)
-            return warmup_lr(lr, step, phase.warmup_steps)
-
         step = self._train_step(phase.model, optimizer)
-        iterator, size, current = None, None, None
+        iterator, size = None, None
         sizes = phase.sizes or [0] * phase.epochs
-        global_step = done * phase.steps
         for e in range(done + 1, phase.epochs + 1):
             if iterator is None or sizes[e - 1] != size:
                 # A new shuffling seed after a resume or a size change, so that later epochs do not replay the
                 # first ones; a new size is a new stream (and one new trace of the step).
                 size = sizes[e - 1]
                 iterator = iter(phase.stream(e - 1, size))
-            t0 = t_last = time.perf_counter()
-            sums = np.zeros(3 + 2 * AUC_BINS)
-            for s in range(phase.steps):
-                r = rate(global_step)
-                if r != current:
-                    optimizer.learning_rate.assign(r)
-                    current = r
-                sums += np.asarray(step(iterator), np.float64)
-                global_step += 1
-                now = time.perf_counter()
-                if now - t_last >= PROGRESS_EVERY_S:
-                    t_last = now
-                    log(f"  [{phase.name}] epoch {self.epochs_done + 1}: batch {s + 1}/{phase.steps}, "
-                        f"loss {sums[0] / max(sums[1], 1):.4f}, {now - t0:.0f}s")
-            train = sums_to_metrics(all_reduce_sum(strategy, sums))
+            t0 = time.perf_counter()
+            train, lr = self._train_epoch(phase, step, iterator, optimizer, sched, (e - 1) * phase.steps)
             val, kept = self._validate_and_keep_best(phase, optimizer)
             self.epochs_done += 1
             row = {"epoch": self.epochs_done, "phase": phase.name, "loss": train["loss"],
                    "accuracy": train["accuracy"], "auc": train["auc"], "val_loss": val["loss"],
-                   "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": current,
+                   "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": lr,
                    "image_size": size or None, "weights": kept["weights"], "val_loss_raw": kept["raw"],
                    "val_loss_ema": kept["ema"], "seconds": round(time.perf_counter() - t0, 2)}
-            new_lr = lr if cosine else plateau.step(val["loss"], lr)
-            stopping = False if cosine else stop.step(val["loss"], e)
+            stopping, notes = sched.after_epoch(val["loss"], e)
             saved = manager.save()  # every worker saves (the others into their temporary folder)
-            self.state.update(phase=phase.name, phase_epoch=e, epoch=self.epochs_done, learning_rate=new_lr,
-                              best_val_loss=self.best_val_loss, plateau=plateau.state(),
-                              early_stopping=stop.state(), stopped=stopping,
+            self.state.update(phase=phase.name, phase_epoch=e, epoch=self.epochs_done, **sched.state(),
+                              best_val_loss=self.best_val_loss, stopped=stopping,
                               checkpoint=str(Path(saved).relative_to(self.checkpoint_dir.parent)))
             self.recorder.epoch(row, self.state)
-            log(f"[{phase.name}] epoch {row['epoch']}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
-                f"val_accuracy {row['val_accuracy']:.4f} val_auc {row['val_auc']:.4f} lr {current:.1e}"
-                + (f" size {size}" if size else "") + (" (moving average)" if kept["weights"] == "ema" else "")
-                + f" ({row['seconds']:.1f}s)")
-            if new_lr != lr:
-                log(f"  validation loss did not improve for {plateau.patience} epoch(s): learning rate "
-                    f"{lr:.1e} -> {new_lr:.1e}")
-                lr = new_lr
+            log.info(f"[{phase.name}] epoch {row['epoch']}: loss {row['loss']:.4f} val_loss {row['val_loss']:.4f} "
+                     f"val_accuracy {row['val_accuracy']:.4f} val_auc {row['val_auc']:.4f} lr {lr:.1e}"
+                     + (f" size {size}" if size else "") + (" (moving average)" if kept["weights"] == "ema" else "")
+                     + f" ({row['seconds']:.1f}s)")
+            for note in notes:
+                log.info(note)
             if stopping:
-                log(f"  early stopping: no improvement for {stop.patience} epoch(s)")
                 break
+
+    def _train_epoch(self, phase: Phase, step, iterator, optimizer, sched: PhaseSchedule,
+                     global_step: int) -> tuple[dict, float]:
+        """One epoch of steps at the scheduled rates; (training metrics, the rate of its last step)."""
+        t0 = t_last = time.perf_counter()
+        sums = np.zeros(3 + 2 * AUC_BINS)
+        current = None
+        for s in range(phase.steps):
+            r = sched.rate(global_step + s)
+            if r != current:
+                optimizer.learning_rate.assign(r)
+                current = r
+            sums += np.asarray(step(iterator), np.float64)
+            now = time.perf_counter()
+            if now - t_last >= EVERY_S:
+                t_last = now
+                log.info(f"  [{phase.name}] epoch {self.epochs_done + 1}: batch {s + 1}/{phase.steps}, "
+                         f"loss {sums[0] / max(sums[1], 1):.4f}, {now - t0:.0f}s")
+        return sums_to_metrics(all_reduce_sum(self.strategy, sums)), current
 
     def _validate_and_keep_best(self, phase: Phase, optimizer) -> tuple[dict, dict]:
         """Validates the weights (and, with ema_decay, their moving average: the better of the two counts) and
@@ -324,5 +263,5 @@ def smooth_labels(y, smoothing: float):
 
 
 def read_state(run_dir: Path) -> dict:
-    p = Path(run_dir) / "state.json"
+    p = Path(run_dir) / STATE_FILE
     return json.loads(p.read_text()) if p.is_file() else {}

@@ -7,13 +7,12 @@ The rules are those of Keras' ReduceLROnPlateau and EarlyStopping (mode "min"), 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
 class Plateau:
     """Multiplies the learning rate by ``factor`` after ``patience`` epochs without improvement."""
-
     patience: int
     factor: float
     min_lr: float = 1e-7
@@ -39,7 +38,6 @@ class Plateau:
 @dataclass
 class EarlyStop:
     """Says to stop after ``patience`` epochs without improvement (never after the first epoch of a phase)."""
-
     patience: int
     best: float = math.inf
     wait: int = 0
@@ -83,6 +81,52 @@ def epoch_sizes(final_size: int, epochs: int, early: list[int] | None) -> list[i
     """Image size of each epoch of a phase: the ``early`` sizes first (progressive resizing), then the final."""
     early = list(early or [])[:epochs]
     return early + [final_size] * (epochs - len(early))
+
+
+@dataclass
+class PhaseSchedule:
+    """The rate of every step of one phase and when the phase stops: warm-up then cosine decay to the phase's
+    last step (``cosine``: a fixed budget, no early stop), or warm-up then the plateau rule with early stopping."""
+    base_lr: float
+    total_steps: int
+    warmup_steps: int
+    cosine: bool
+    min_ratio: float
+    plateau: Plateau
+    stop: EarlyStop
+    lr: float = field(default=math.nan)  # the plateau rule's current rate
+
+    def __post_init__(self):
+        if math.isnan(self.lr):
+            self.lr = self.base_lr
+
+    def rate(self, step: int) -> float:
+        if self.cosine:
+            return cosine_lr(self.base_lr, step, self.total_steps, self.warmup_steps, self.min_ratio)
+        return warmup_lr(self.lr, step, self.warmup_steps)
+
+    def after_epoch(self, val_loss: float, epoch_in_phase: int) -> tuple[bool, list[str]]:
+        """Updates the plateau rate; (whether the phase stops early, what changed, for the log)."""
+        if self.cosine:
+            return False, []
+        notes = []
+        new_lr = self.plateau.step(val_loss, self.lr)
+        if new_lr != self.lr:
+            notes.append(f"  validation loss did not improve for {self.plateau.patience} epoch(s): learning rate "
+                         f"{self.lr:.1e} -> {new_lr:.1e}")
+            self.lr = new_lr
+        stopping = self.stop.step(val_loss, epoch_in_phase)
+        if stopping:
+            notes.append(f"  early stopping: no improvement for {self.stop.patience} epoch(s)")
+        return stopping, notes
+
+    def state(self) -> dict:
+        return {"learning_rate": self.lr, "plateau": self.plateau.state(), "early_stopping": self.stop.state()}
+
+    def restore(self, state: dict) -> None:
+        self.lr = float(state["learning_rate"])
+        restore(self.plateau, state.get("plateau"))
+        restore(self.stop, state.get("early_stopping"))
 
 
 def to_json(obj) -> dict:

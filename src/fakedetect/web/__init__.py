@@ -15,6 +15,12 @@ from pathlib import Path
 from flask import Flask, Request, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from fakedetect.quiet import import_tensorflow
+from fakedetect.run import load_run
+from fakedetect.web.api import bp as api_bp
+from fakedetect.web.pages import bp as pages_bp
+from fakedetect.web.service import Scorer
+
 DEFAULT_MAX_UPLOAD_MB = 20
 MAX_FILES = 32
 # How much of an unwanted request body the app reads (and throws away) so that the client gets to read the
@@ -52,7 +58,6 @@ def _drain(stream, left: int | None, max_bytes: int, max_seconds: float) -> bool
 
 class _CountingInput:
     """wsgi.input as the app sees it: counts the bytes it reads and notes when it reached the end."""
-
     def __init__(self, stream):
         self._stream, self.nread, self.at_end = stream, 0, False
 
@@ -101,7 +106,6 @@ class DrainUnreadBody:
 
     413 answers carry ``Connection: close`` (gunicorn's sync worker closes every connection anyway).
     """
-
     def __init__(self, wsgi_app, flask_app: Flask):
         self.wsgi_app, self.flask_app = wsgi_app, flask_app
 
@@ -141,7 +145,6 @@ class DrainUnreadBody:
 class InMemoryRequest(Request):
     """Uploads stay in memory: Werkzeug would spool a file part over 500 KB to a temporary file on disk.
     MAX_CONTENT_LENGTH bounds the memory they take."""
-
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
 
@@ -154,9 +157,6 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
     UPLOAD_DRAIN_MAX_BYTES, UPLOAD_DRAIN_MAX_SECONDS (how much of an over-limit or unread body is read and
     thrown away so the client can read the answer: 2 GiB, 60 s; see :class:`DrainUnreadBody`).
     """
-    from fakedetect.inference import load_run
-    from fakedetect.web.service import Scorer
-
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     mb = float(os.environ.get("FAKEDETECT_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB))
@@ -167,9 +167,6 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
     if not app.config["RUN_DIR"]:
         raise ValueError("create_app needs a run folder (run_dir or config['RUN_DIR'])")
     app.extensions["fakedetect"] = Scorer(load_run(app.config["RUN_DIR"]))
-
-    from fakedetect.web.api import bp as api_bp
-    from fakedetect.web.pages import bp as pages_bp
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
@@ -212,7 +209,6 @@ def create_app_from_env() -> Flask:
     run_dir = os.environ.get("FAKEDETECT_RUN_DIR")
     if not run_dir:
         raise RuntimeError("set FAKEDETECT_RUN_DIR to a run folder")
-    from fakedetect.quiet import import_tensorflow
 
     # Each gunicorn worker imports TensorFlow: without `serve -v`, its start-up notices stay out of the log.
     import_tensorflow(verbose=os.environ.get("FAKEDETECT_VERBOSE") == "1")

@@ -36,10 +36,10 @@ def predict():
             results.append({"filename": name, **s.analyse(c, explain=explain)})
         except UploadError as e:  # passed the checks but the decoder refused it: the upload's fault, not ours
             return jsonify(error=str(e), filename=name), 400
-    return jsonify(results=results, threshold=s.run.threshold, model=s.run.card.get("backbone"))
+    return jsonify(results=results, threshold=s.run.threshold, model=s.run.card.backbone)
 
 
 @bp.get("/model")
 def model_card():
     """The run's model card: backbone, image size, threshold, calibration, training data summary."""
-    return jsonify(scorer().run.card)
+    return jsonify(scorer().run.card.to_dict())

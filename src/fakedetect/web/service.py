@@ -10,15 +10,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fakedetect.data import ImageInfo, check_bytes
-from fakedetect.inference import Run
+from fakedetect.data.checks import ImageInfo, check_bytes
+from fakedetect.data.transforms import downscale, jpeg_reencode
+from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
+from fakedetect.run import Run, scoring_function
 
 # The IJG standard luminance quantisation table (quality 50), in natural order.
 _STD_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
-FLIP_VARIANTS = ("re-encoded as JPEG 90", "resized to 75% and back")
+
+
+def mild_variants() -> dict:
+    """Name -> transform of the mild variants an upload is re-scored under (a verdict that flips is uncertain)."""
+    return {"re-encoded as JPEG 90": jpeg_reencode(90), "resized to 75% and back": downscale(0.75)}
 
 
 class UploadError(ValueError):
@@ -85,11 +91,7 @@ def check_upload(data: bytes, filename: str = "") -> Checked:
 
 class Scorer:
     """Holds the run and a compiled inference function; one per process."""
-
     def __init__(self, run: Run):
-
-        from fakedetect.inference import scoring_function
-
         self.run = run
         self._predict = scoring_function(run.model)  # the one scoring function: (P(fake), pooled features)
         self._lock = threading.Lock()
@@ -103,7 +105,7 @@ class Scorer:
         """
         import tensorflow as tf
 
-        from fakedetect.pipeline import decode_bytes
+        from fakedetect.data.pipeline import decode_bytes
 
         if c.pillow_only:
             from PIL import Image
@@ -130,12 +132,11 @@ class Scorer:
         """
         import tensorflow as tf
 
-        from fakedetect.pipeline import resize
-        from fakedetect.robustness import downscale, jpeg_reencode
+        from fakedetect.data.pipeline import resize
 
         img = self.decode(c)
-        variants = [img, jpeg_reencode(90)(img), downscale(0.75)(img)]
-        batch = tf.stack([resize(v, self.run.image_size) for v in variants])
+        variants = {name: make(img) for name, make in mild_variants().items()}
+        batch = tf.stack([resize(v, self.run.image_size) for v in [img, *variants.values()]])
         with self._lock:
             p, feats = self._predict(batch)
         raw = np.asarray(p, dtype=np.float64).reshape(-1)
@@ -144,7 +145,8 @@ class Scorer:
         domain = {k: v[0] for k, v in self.run.domain_fields(dist, 1).items()}
         t = self.run.threshold
         label = "fake" if prob[0] >= t else "real"
-        flips = [name for name, p in zip(FLIP_VARIANTS, prob[1:], strict=True) if (p >= t) != (prob[0] >= t)]
+        scores = dict(zip(variants, prob[1:], strict=True))
+        flips = [name for name, p in scores.items() if (p >= t) != (prob[0] >= t)]
         out = {
             "prob_fake": float(prob[0]),
             "prob_real": float(1 - prob[0]),
@@ -152,7 +154,7 @@ class Scorer:
             "threshold": t,
             "uncertain": bool(flips),
             "uncertain_because": [f"the decision flips when the image is {f}" for f in flips],
-            "variants": {name: float(p) for name, p in zip(FLIP_VARIANTS, prob[1:], strict=True)},
+            "variants": {name: float(p) for name, p in scores.items()},
             **domain,  # in_domain: False when the image is unlike the training images (None: not known)
             "image": c.facts,
         }
@@ -165,12 +167,12 @@ class Scorer:
         import tensorflow as tf
 
         model = self.run.model
-        base = model.get_layer("backbone")
-        pool, head = model.get_layer("head_pool"), model.get_layer("head_prob")
+        base = model.get_layer(BACKBONE_LAYER)
+        pool, head = model.get_layer(POOL_LAYER), model.get_layer(OUTPUT_LAYER)
         with self._lock, tf.GradientTape() as tape:
             feat = base(x, training=False)
             tape.watch(feat)
-            p = head(pool(feat))
+            p = head(pool(feat))  # the head's dropout does nothing at inference
         grads = tape.gradient(p, feat)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * feat, axis=-1))[0].numpy()

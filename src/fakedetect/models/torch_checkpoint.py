@@ -37,7 +37,6 @@ class _StorageType:
 
 class _TensorRef:
     """A tensor whose storage is read after the pickle (legacy format) or from the zip (new format)."""
-
     def __init__(self, storage, offset, size, stride):
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
@@ -62,7 +61,6 @@ class _Refused(pickle.UnpicklingError):
 
 class _PlainUnpickler(pickle.Unpickler):
     """Reads plain data only (numbers, strings, lists, dicts): any class or callable is refused."""
-
     def find_class(self, module, name):
         raise _Refused(f"refusing to load {module}.{name} from a weights file")
 
@@ -72,7 +70,6 @@ class _PlainUnpickler(pickle.Unpickler):
 
 class _Unpickler(pickle.Unpickler):
     """Resolves only what a state dict of tensors needs; anything else (a hostile ``__reduce__``) is refused."""
-
     def find_class(self, module, name):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor_v2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +12,14 @@ import pandas as pd
 
 from fakedetect import CLASS_NAMES
 from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
-from fakedetect.data import Split, choose_split, digest_ids, discover, to_split
-from fakedetect.inference import DECODE_FAILED, HASHES_FILE, Run, load_run, score_files
+from fakedetect.data.layout import choose_split, discover
+from fakedetect.data.splits import Split, digest_ids, to_split
+from fakedetect.evaluation.report import write_report
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
+from fakedetect.run import DECODE_FAILED, HASHES_FILE, Run, load_run, score_files
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -37,30 +40,23 @@ class EvalResult:
     metrics: dict
 
 
-def load_test_split(data: str | Path, log: Log = print) -> Split:
+def load_test_split(data: str | Path) -> Split:
     """The split to evaluate: ``test`` if the folder has one, else the folder's only split."""
     layout = discover(data, require_both=False)
     name = choose_split(layout, "test", data)
-    log(f"scoring every image of {data} (it has no splits)" if name == "all" else f"scoring split '{name}' of {data}")
+    log.info(f"scoring every image of {data} (it has no splits)" if name == "all"
+             else f"scoring split '{name}' of {data}")
     if name in ("train", "val"):
-        log(f"WARNING: {data} holds only a '{name}' split: you are scoring images meant for training or "
-            "validation, not a held-out test set")
-
-    def progress(i, n):
-        if i == n or i % 5000 == 0:
-            log(f"  checked {i}/{n} files")
-
-    return to_split(name, layout[name], progress=progress, require_both=False)
+        log.warning(f"WARNING: {data} holds only a '{name}' split: you are scoring images meant for training or "
+                    "validation, not a held-out test set")
+    return to_split(name, layout[name], require_both=False)
 
 
-def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log | None = None,
-          tta: bool = False) -> Scored:
-    def progress(i, n):
-        if log and (i == n or i % (batch_size * 20) == 0):
-            log(f"  scored {i}/{n} images")
-
+def score(run: Run, split: Split, batch_size: int = 64, perturb=None, tta: bool = False) -> Scored:
+    """Scores a checked split with the run (calibrated, with domain distances); undecodable files move to
+    ``skipped``."""
     raw, dist = score_files(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb,
-                            progress, domain=run.domain, tta=tta)
+                            domain=run.domain, tta=tta)
     failed = np.flatnonzero(np.isnan(raw))
     if len(failed):
         split, raw = split.without(failed, DECODE_FAILED), np.delete(raw, failed)
@@ -68,7 +64,7 @@ def score(run: Run, split: Split, batch_size: int = 64, perturb=None, log: Log |
     return Scored(split, raw, run.calibrate(raw), dist)
 
 
-def overlap_with_training(run: Run, s: Scored, log: Log = print) -> dict | None:
+def overlap_with_training(run: Run, s: Scored) -> dict | None:
     """How many test images are byte-identical to the run's training or validation images, and the metrics on
     the others. None for a run that recorded no content ids (trained before they were recorded)."""
     path = run.path / HASHES_FILE
@@ -85,19 +81,19 @@ def overlap_with_training(run: Run, s: Scored, log: Log = print) -> dict | None:
         keep = ~seen
         if keep.any():
             out["metrics_without_overlap"] = binary_metrics(s.y[keep], s.prob[keep], run.threshold)
-        log(f"WARNING: {out['n']} of {len(ids)} test images ({out['share']:.1%}) are byte-identical to images this "
-            f"run was trained on ({out['in_train']}) or validated on ({out['in_val']}): scores on them say "
-            "nothing about new images.")
+        log.warning(f"WARNING: {out['n']} of {len(ids)} test images ({out['share']:.1%}) are byte-identical to "
+                    f"images this run was trained on ({out['in_train']}) or validated on ({out['in_val']}): "
+                    "scores on them say nothing about new images.")
         m = out["metrics_without_overlap"]
         if m is None:
-            log("WARNING: every test image was seen in training or validation: these metrics are not a test.")
+            log.warning("WARNING: every test image was seen in training or validation: these metrics are not a test.")
         else:
             auc = "undefined" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-            log(f"         on the {m['n']} images it never saw: accuracy {m['accuracy']:.4f}, ROC AUC {auc}")
+            log.info(f"         on the {m['n']} images it never saw: accuracy {m['accuracy']:.4f}, ROC AUC {auc}")
     return out
 
 
-def domain_summary(run: Run, s: Scored, log: Log = print) -> dict | None:
+def domain_summary(run: Run, s: Scored) -> dict | None:
     """How many test images are unlike the training images, and the metrics on those that are like them."""
     if run.domain is None or s.distance is None:
         return None
@@ -108,7 +104,7 @@ def domain_summary(run: Run, s: Scored, log: Log = print) -> dict | None:
     share = out["share_out_of_domain"]
     msg = (f"{out['n_out_of_domain']} of {len(inside)} test images ({share:.1%}) are unlike the images this run was "
            "trained on (domain distance above the 99th percentile of validation)")
-    log(("WARNING: " + msg + ": its verdicts on them are unreliable") if share > 0.05 else msg)
+    log.info(("WARNING: " + msg + ": its verdicts on them are unreliable") if share > 0.05 else msg)
     return out
 
 
@@ -131,31 +127,30 @@ def plan_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwr
 
 
 def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
-             batch_size: int = 64, log: Log = print, tta: bool = False) -> EvalResult:
+             batch_size: int = 64, tta: bool = False) -> EvalResult:
     """Evaluates a run on a test folder; writes metrics, predictions, report, plots and report.html.
 
     With ``tta``, every image is scored with its mirror image as well (see
-    :func:`fakedetect.inference.scoring_function`).
+    :func:`fakedetect.run.scoring_function`).
 
     ``metrics.json`` is written last: when it exists, everything else is complete.
     """
     from sklearn.metrics import classification_report
 
     from fakedetect import plots
-    from fakedetect.report import write_report
 
     run = load_run(run_dir)
     out_dir = plan_out_dir(Path(run_dir), data, out, overwrite)
-    split = load_test_split(data, log)
+    split = load_test_split(data)
     fresh_dir(out_dir, overwrite)
-    log(f"evaluating {run.path} on {len(split)} images {split.counts()}; skipped {len(split.skipped)} unreadable")
-    s = score(run, split, batch_size, log=log, tta=tta)
+    log.info(f"evaluating {run.path} on {len(split)} images {split.counts()}; skipped {len(split.skipped)} unreadable")
+    s = score(run, split, batch_size, tta=tta)
     split = s.split  # without the files TensorFlow could not decode after all (now in split.skipped)
     m = full_metrics(run, s)
-    m["overlap_with_training"] = overlap_with_training(run, s, log)
-    m["domain"] = domain_summary(run, s, log)
+    m["overlap_with_training"] = overlap_with_training(run, s)
+    m["domain"] = domain_summary(run, s)
     m["test_time_augmentation"] = "mean logit of the image and its mirror image" if tta else None
-    m["model"] = {k: run.card.get(k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
+    m["model"] = {k: getattr(run.card, k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
     m["model"]["run_dir"] = str(run.path.resolve())
     m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}
     m["evaluated"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")

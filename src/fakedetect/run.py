@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,30 +10,38 @@ from pathlib import Path
 
 import numpy as np
 
-from fakedetect.data import TF_REJECTED
+from fakedetect.card import CARD_FILE, ModelCard
+from fakedetect.data.checks import TF_REJECTED
 from fakedetect.domain import DOMAIN_FILE, DomainModel
-from fakedetect.errors import RunError  # noqa: F401 - re-exported
+from fakedetect.errors import RunError
 from fakedetect.metrics import apply_temperature
+from fakedetect.models import POOL_LAYER
+from fakedetect.progress import Progress
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"  # in a run folder: the model (Keras format, loaded in safe mode)
+HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training and validation images
 
 
 @dataclass
 class Run:
     path: Path
     model: object  # keras.Model
-    card: dict
+    card: ModelCard
     domain: DomainModel | None = None  # None: a run trained before domain models were fitted
 
     @property
     def image_size(self) -> int:
-        return int(self.card["image_size"])
+        return self.card.image_size
 
     @property
     def threshold(self) -> float:
-        return float(self.card["threshold"])
+        return float(self.card.threshold)
 
     @property
     def temperature(self) -> float:
-        return float(self.card.get("calibration", {}).get("temperature", 1.0))
+        return self.card.temperature
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """The model's P(fake) after the run's temperature scaling (what every output reports)."""
@@ -47,7 +55,7 @@ class Run:
                 "domain_distance": [float(d) for d in distances]}
 
 
-def check_run_dir(run_dir: str | Path) -> dict:
+def check_run_dir(run_dir: str | Path) -> ModelCard:
     """Checks that ``run_dir`` holds a finished run (without loading the model); returns its card.
 
     Raises:
@@ -56,19 +64,12 @@ def check_run_dir(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
-    model_path, card_path = run_dir / "model.keras", run_dir / "model.json"
+    model_path, card_path = run_dir / MODEL_FILE, run_dir / CARD_FILE
     if not model_path.is_file() or not card_path.is_file():
         missing = [p.name for p in (model_path, card_path) if not p.is_file()]
         raise RunError(f"{run_dir} holds no trained model (missing {', '.join(missing)}): "
                        "train one with `fakedetect train --data DATA --out RUN_DIR`")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(f"{card_path} is unreadable ({e})") from None
-    missing = [k for k in ("image_size", "threshold") if k not in card]
-    if missing:
-        raise RunError(f"{card_path} lacks {', '.join(missing)}: not a complete fakedetect run")
-    return card
+    return ModelCard.read(run_dir)
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -77,14 +78,12 @@ def load_run(run_dir: str | Path) -> Run:
     Raises:
         RunError: the folder, the model or its card is missing.
     """
-    card = check_run_dir(run_dir)
-    from fakedetect.model import load_model
+    from fakedetect.models.classifier import load_model
 
-    return Run(Path(run_dir), load_model(Path(run_dir) / "model.keras"), card,
+    card = check_run_dir(run_dir)
+    return Run(Path(run_dir), load_model(Path(run_dir) / MODEL_FILE), card,
                DomainModel.load(Path(run_dir) / DOMAIN_FILE))
 
-
-HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training and validation images
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -103,7 +102,7 @@ def scoring_function(model, tta: bool = False):
 
     fns = _COMPILED.setdefault(model, {})
     if tta not in fns:
-        both = keras.Model(model.input, [model.output, model.get_layer("head_pool").output])
+        both = keras.Model(model.input, [model.output, model.get_layer(POOL_LAYER).output])
 
         def score(x):
             p, feats = both(x, training=False)
@@ -128,24 +127,21 @@ DECODE_FAILED = TF_REJECTED  # a file that passed the checks and still failed to
 
 def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
-                progress: Callable[[int, int], None] | None = None, tta: bool = False) -> np.ndarray:
+                tta: bool = False) -> np.ndarray:
     """Uncalibrated P(fake) for checked image files, batched through tf.data, in input order.
-
     A file that cannot be decoded after all gets NaN (see :data:`DECODE_FAILED`); callers list it as skipped.
 
     Args:
         perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
-        progress: called with (images done, total) after each batch.
     """
-    return score_files(model, paths, image_size, batch_size, pillow_only, perturb, progress, tta=tta)[0]
+    return score_files(model, paths, image_size, batch_size, pillow_only, perturb, tta=tta)[0]
 
 
 def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
-                progress: Callable[[int, int], None] | None = None,
                 domain: DomainModel | None = None, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(uncalibrated P(fake), domain distance or None) per file, from one forward pass; see :func:`predict_raw`."""
-    from fakedetect.pipeline import build_dataset
+    from fakedetect.data.pipeline import build_dataset
 
     out = np.full(len(paths), np.nan, dtype=np.float64)
     dist = np.full(len(paths), np.nan, dtype=np.float64) if domain is not None else None
@@ -153,16 +149,12 @@ def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
         return out, dist
     ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
     fn = scoring_function(model, tta)
-    done = 0
-    for idx, batch in ds:
-        i = idx.numpy()
-        p, feats = fn(batch)
-        out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
-        if domain is not None:
-            dist[i] = domain.distance(np.asarray(feats))
-        done = int(i[-1]) + 1
-        if progress:
-            progress(done, len(paths))
-    if progress and done != len(paths):
-        progress(len(paths), len(paths))  # the last files were dropped
+    with Progress("scored images", len(paths), log) as progress:
+        for idx, batch in ds:
+            i = idx.numpy()
+            p, feats = fn(batch)
+            out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
+            if domain is not None:
+                dist[i] = domain.distance(np.asarray(feats))
+            progress.update(int(i[-1]) + 1)
     return out, dist

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from fakedetect.backbones import build_backbone, get_spec
 from fakedetect.errors import ConfigError
-
-BACKBONE_LAYER = "backbone"
-POOL_LAYER, DROPOUT_LAYER, OUTPUT_LAYER = "head_pool", "head_dropout", "head_prob"
+from fakedetect.models import BACKBONE_LAYER, DROPOUT_LAYER, OUTPUT_LAYER, POOL_LAYER
+from fakedetect.models.registry import build_backbone, get_spec
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int | None = None,
@@ -86,16 +84,6 @@ def unfreeze(model: keras.Model, top: int | str) -> list[str]:
         if layer.trainable and layer.weights:
             names.append(layer.name)
     return names
-
-
-def compile_model(model: keras.Model, learning_rate: float) -> None:
-    """(Re)compiles with Adam and binary cross-entropy; needed after any change to ``trainable``."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-    )
-
 
 
 def load_model(path) -> keras.Model:

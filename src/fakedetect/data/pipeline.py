@@ -1,4 +1,4 @@
-"""tf.data input pipelines: decode, (robustness-augment), resize, batch, (augment), prefetch.
+"""tf.data input pipelines: decode, (degrade), resize, batch, (augment), prefetch.
 
 Images are decoded by content with TensorFlow's decoders; the rare file TensorFlow cannot decode (BMP, TIFF,
 CMYK JPEG), flagged by :func:`fakedetect.data.check_image`, goes through Pillow instead. Pixels stay 0..255
@@ -31,7 +31,6 @@ def decode_bytes(data: tf.Tensor) -> tf.Tensor:
 
 def decode_image(path: tf.Tensor, pillow_only: tf.Tensor) -> tf.Tensor:
     """Reads one file as a uint8 HxWx3 tensor (first frame of a GIF; alpha dropped; grey -> RGB)."""
-
     def tf_decode():
         return decode_bytes(tf.io.read_file(path))
 
@@ -62,7 +61,7 @@ def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, max_sigma: float) -> tf.Tens
     return x4[0]
 
 
-def robustness_augment(img: tf.Tensor, aug: AugmentConfig) -> tf.Tensor:
+def degrade(img: tf.Tensor, aug: AugmentConfig) -> tf.Tensor:
     """Random JPEG re-encoding and Gaussian blur, each with its probability; uint8 in, uint8 out.
 
     Applied to both classes alike, at the image's own resolution, so that compression and blur stop being
@@ -161,7 +160,7 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
 
     def load(img, y):
         if augment is not None:
-            img = robustness_augment(img, augment)
+            img = degrade(img, augment)
         return resize(img, image_size), y
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)

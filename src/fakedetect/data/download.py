@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakedetect.data import DataError
+from fakedetect.errors import DataError
 
 #: CIFAKE (Bird & Lotfi, 2023) on Kaggle: train/ and test/, each with REAL/ and FAKE/.
 DATASETS = {"cifake": "birdy654/cifake-real-and-ai-generated-synthetic-images"}

@@ -23,7 +23,7 @@ def blur(sigma: float):
     """A function blurring a uint8 image with a Gaussian of std ``sigma``."""
     import tensorflow as tf
 
-    from fakedetect.pipeline import gaussian_blur
+    from fakedetect.data.pipeline import gaussian_blur
 
     def f(img):
         out = gaussian_blur(tf.cast(img, tf.float32), tf.constant(sigma, tf.float32), sigma)

@@ -6,19 +6,20 @@ A model that learned the file format, or the absence of compression, rather than
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from fakedetect.atomic import atomic_path, fresh_dir, write_json
+from fakedetect.data.transforms import blur, downscale, jpeg_reencode, perturbations  # noqa: F401 - re-exported
 from fakedetect.errors import ConfigError
-from fakedetect.evaluate import full_metrics, load_test_split, plan_out_dir, score
-from fakedetect.inference import load_run
-from fakedetect.transforms import blur, downscale, jpeg_reencode, perturbations  # noqa: F401 - re-exported
+from fakedetect.evaluation.evaluate import full_metrics, load_test_split, plan_out_dir, score
+from fakedetect.run import load_run
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -28,13 +29,13 @@ class RobustnessResult:
 
 
 def robustness(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
-               batch_size: int = 64, only: list[str] | None = None, log: Log = print) -> RobustnessResult:
+               batch_size: int = 64, only: list[str] | None = None) -> RobustnessResult:
     """Scores the test set once per perturbation; writes robustness.csv, robustness.json and robustness.png."""
     from fakedetect.plots import plot_robustness
 
     run = load_run(run_dir)
     out_dir = plan_out_dir(Path(run_dir), data, out, overwrite, kind="robustness")
-    split = load_test_split(data, log)
+    split = load_test_split(data)
     todo = perturbations()
     if only:
         unknown = [n for n in only if n not in todo]
@@ -49,7 +50,7 @@ def robustness(run_dir: str | Path, data: str | Path, out: str | Path | None = N
                      "balanced_accuracy": m["balanced_accuracy"], "accuracy_real": m["accuracy_real"],
                      "accuracy_fake": m["accuracy_fake"], "eer": m["eer"], "ece": m["ece"], "n": m["n"]})
         auc = "undefined" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-        log(f"  {name:22s} AUC {auc}  accuracy {m['accuracy']:.4f}")
+        log.info(f"  {name:22s} AUC {auc}  accuracy {m['accuracy']:.4f}")
     table = pd.DataFrame(rows)
     with atomic_path(out_dir / "robustness.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -71,38 +71,21 @@ def write_report(path: Path, run, m: dict, figs: dict[str, Path], df: pd.DataFra
                    for k in keys)
     cm = m["confusion_matrix"]
     model_rows = [
-        ("backbone", card.get("backbone")), ("weights", card.get("weights")),
-        ("image size", f"{card.get('image_size')} px"), ("threshold", f"{t:.4f} ({card.get('threshold_rule', '')})"),
-        ("temperature", f"{m.get('temperature', 1.0):.4f}"), ("trained", card.get("created")),
-        ("training data", card.get("data", {}).get("data_root")),
-        ("train images", card.get("data", {}).get("train")), ("validation images", card.get("data", {}).get("val")),
-        ("validation split", card.get("data", {}).get("val_source")),
+        ("backbone", card.backbone), ("weights", card.weights),
+        ("image size", f"{card.image_size} px"), ("threshold", f"{t:.4f} ({card.threshold_rule})"),
+        ("temperature", f"{m.get('temperature', 1.0):.4f}"), ("trained", card.created),
+        ("training data", card.data.get("data_root")),
+        ("train images", card.data.get("train")), ("validation images", card.data.get("val")),
+        ("validation split", card.data.get("val_source")),
     ]
     model_html = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{_fmt(v)}</td></tr>"
                          for k, v in model_rows)
-    cards = []
-    for _, r in confident_mistakes(df).iterrows():
-        uri = _thumb_uri(r["path"])
-        img = f"<img src='{uri}' alt=''>" if uri else "<div class='bad'>(unreadable)</div>"
-        truth = "real" if r["label"] == 0 else "fake"
-        cards.append(f"<div class='card'>{img}<div>true <b>{truth}</b>, P(fake) "
-                     f"<span class='bad'>{r['prob_fake']:.3f}</span></div>"
-                     f"<div class='sub'>{html.escape(Path(r['path']).name)}</div></div>")
-    gallery = "".join(cards) or "<p>No mistakes at this threshold.</p>"
-    overlap = m.get("overlap_with_training") or {}
-    banner = ""
-    if overlap.get("n"):
-        clean = overlap.get("metrics_without_overlap")
-        rest = (f"On the {clean['n']} images it never saw: accuracy {_fmt(clean['accuracy'])}, ROC AUC "
-                f"{_fmt(clean['roc_auc'])}." if clean else "No test image is new to the model.")
-        banner = (f"<p class='warn'>Warning: {overlap['n']} of {m['n']} test images ({overlap['share']:.1%}) are "
-                  f"byte-identical to images this run was trained ({overlap['in_train']}) or validated "
-                  f"({overlap['in_val']}) on; the metrics below include them. {rest}</p>")
+    gallery, banner = _gallery(df), _overlap_banner(m)
     fig_order = ["confusion_matrix", "roc_curve", "pr_curve", "reliability", "score_histogram", "training_curves"]
     fig_html = "".join(f"<figure><img src='{_img_uri(figs[k])}' alt='{k}'><figcaption>{k.replace('_', ' ')}"
                        f"</figcaption></figure>" for k in fig_order if k in figs)
     body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>fakedetect evaluation: {html.escape(card.get('backbone', ''))}</title><style>{CSS}</style></head><body>
+<title>fakedetect evaluation: {html.escape(card.backbone)}</title><style>{CSS}</style></head><body>
 <h1>fakedetect evaluation</h1>
 <p class="sub">{html.escape(str(m['data']['root']))} (split {html.escape(m['data']['split'])}):
 {m['n']} images scored ({m['n_real']} real, {m['n_fake']} fake), {m['skipped']} unreadable file(s) skipped.
@@ -121,3 +104,29 @@ called real, {cm['tp']} fake caught. ECE before calibration {_fmt(m.get('ece_unc
 """
     write_text(path, body)
     return path
+
+
+def _gallery(df: pd.DataFrame) -> str:
+    """The most confident mistakes as thumbnails."""
+    cards = []
+    for _, r in confident_mistakes(df).iterrows():
+        uri = _thumb_uri(r["path"])
+        img = f"<img src='{uri}' alt=''>" if uri else "<div class='bad'>(unreadable)</div>"
+        truth = "real" if r["label"] == 0 else "fake"
+        cards.append(f"<div class='card'>{img}<div>true <b>{truth}</b>, P(fake) "
+                     f"<span class='bad'>{r['prob_fake']:.3f}</span></div>"
+                     f"<div class='sub'>{html.escape(Path(r['path']).name)}</div></div>")
+    return "".join(cards) or "<p>No mistakes at this threshold.</p>"
+
+
+def _overlap_banner(m: dict) -> str:
+    """A red warning when test images were seen in training or validation."""
+    overlap = m.get("overlap_with_training") or {}
+    if not overlap.get("n"):
+        return ""
+    clean = overlap.get("metrics_without_overlap")
+    rest = (f"On the {clean['n']} images it never saw: accuracy {_fmt(clean['accuracy'])}, ROC AUC "
+            f"{_fmt(clean['roc_auc'])}." if clean else "No test image is new to the model.")
+    return (f"<p class='warn'>Warning: {overlap['n']} of {m['n']} test images ({overlap['share']:.1%}) are "
+            f"byte-identical to images this run was trained ({overlap['in_train']}) or validated "
+            f"({overlap['in_val']}) on; the metrics below include them. {rest}</p>")

@@ -1,0 +1,78 @@
+"""The model card: what a run folder's ``model.json`` says about its model, written and read in one place.
+
+Every module that needs a fact about a trained model (its input size, threshold, temperature, training domain)
+reads it from a :class:`ModelCard`, never from the JSON by string key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakedetect import CLASS_NAMES, __version__
+from fakedetect.atomic import write_json
+from fakedetect.errors import RunError
+
+CARD_FILE = "model.json"
+REQUIRED = ("image_size", "threshold")
+
+
+@dataclass
+class ModelCard:
+    """The facts of one trained model (fields in the order model.json lists them)."""
+    fakedetect_version: str = __version__
+    created: str = ""
+    backbone: str = ""
+    weights: str = ""
+    image_size: int = 0
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    positive_class: str = "fake"
+    output: str = "probability of fake"
+    threshold: float = 0.5  # on calibrated P(fake): fake when at least this
+    threshold_rule: str = ""
+    calibration: dict = field(default_factory=lambda: {"method": "none", "temperature": 1.0})
+    strategy: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # data_root, train/val counts, val_source, skipped, ...
+    domain: dict | None = None  # the training domain (see fakedetect.domain); None before domain models
+    val_metrics: dict = field(default_factory=dict)
+    epochs_run: dict = field(default_factory=dict)
+    train_seconds: float | None = None
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def write(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / CARD_FILE
+        write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = CARD_FILE) -> ModelCard:
+        """Raises RunError when a required field is missing or unusable; unknown fields (a newer version's)
+        are ignored."""
+        missing = [k for k in REQUIRED if k not in d]
+        if missing:
+            raise RunError(f"{where} lacks {', '.join(missing)}: not a complete fakedetect run")
+        known = {f.name for f in dataclasses.fields(cls)}
+        card = cls(**{k: v for k, v in d.items() if k in known})
+        if not isinstance(card.image_size, int) or card.image_size < 1 or not 0 <= float(card.threshold) <= 1:
+            raise RunError(f"{where}: image_size {card.image_size!r} / threshold {card.threshold!r} are unusable")
+        if list(card.class_names) != list(CLASS_NAMES):
+            raise RunError(f"{where}: classes {card.class_names} are not fakedetect's {list(CLASS_NAMES)}")
+        return card
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> ModelCard:
+        path = Path(run_dir) / CARD_FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        except (OSError, ValueError) as e:
+            if isinstance(e, RunError):
+                raise
+            raise RunError(f"{path} is unreadable ({e})") from None

@@ -1,0 +1,153 @@
+"""Commands that score with a trained run: evaluate, robustness, predict, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fakedetect.cli.main import (
+    OUT_DIR,
+    OUT_FILE,
+    POSITIVE,
+    _check_run,
+    _echo,
+    _friendly_errors,
+    _show_library_messages,
+    _tensorflow,
+    _verbose_option,
+    main,
+)
+from fakedetect.data.transforms import PERTURBATIONS
+from fakedetect.errors import OutputExistsError
+
+
+def _before_scoring(run_dir: Path, data: Path, out: Path | None, overwrite: bool, verbose: int) -> Path:
+    """The checks of a command that scores a data set (run, output folder, data; in that order, before any slow
+    work), then TensorFlow; returns the data folder (an archive extracted once)."""
+    from fakedetect.data.archive import resolve_data
+    from fakedetect.evaluation.evaluate import plan_out_dir
+
+    _check_run(run_dir)
+    if out is not None:
+        plan_out_dir(run_dir, data, out, overwrite)
+    data = resolve_data(data)
+    _tensorflow(verbose)
+    return data
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Test folder (or archive): real/ and fake/, or a folder with a test/ split.")
+@click.option("--out", type=OUT_DIR, help="Output folder (default: RUN_DIR/eval-<data>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
+                   "compute).")
+@_verbose_option
+@_friendly_errors
+def evaluate(run_dir, data, out, overwrite, batch_size, tta, verbose):
+    """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html."""
+    from fakedetect.evaluation.evaluate import evaluate as run_eval
+    from fakedetect.evaluation.evaluate import summary_table
+
+    data = _before_scoring(run_dir, data, out, overwrite, verbose)
+    res = run_eval(run_dir, data, out, overwrite, batch_size, tta=tta)
+    _echo("")
+    _echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    cm = res.metrics["confusion_matrix"]
+    _echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
+    _echo(f"report: {res.out_dir / 'report.html'}")
+    _echo(f"metrics: {res.out_dir / 'metrics.json'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Test folder (or archive).")
+@click.option("--out", type=OUT_DIR, help="Output folder (default: RUN_DIR/robustness-<data>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--only", multiple=True, type=click.Choice([n for n in PERTURBATIONS if n != "clean"]),
+              help="Run only these perturbations (repeatable), besides clean.")
+@_verbose_option
+@_friendly_errors
+def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
+    """Re-score a test set under JPEG, blur, downscaling and same-format re-encoding of both classes."""
+    from fakedetect.evaluation.robustness import robustness as run_rob
+
+    data = _before_scoring(run_dir, data, out, overwrite, verbose)
+    res = run_rob(run_dir, data, out, overwrite, batch_size, list(only))
+    _echo("")
+    _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    _echo(f"\ntable: {res.out_dir / 'robustness.csv'}\nplot:  {res.out_dir / 'robustness.png'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=OUT_FILE, help="Write all rows to FILE.csv or FILE.json.")
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
+                   "compute).")
+@_verbose_option
+@_friendly_errors
+def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
+    """Score images and folders (recursively) with RUN_DIR's model: P(fake), P(real), label.
+
+    Exits with status 1 when no readable image was found.
+    """
+    import pandas as pd
+
+    from fakedetect.errors import DataError
+    from fakedetect.predict import expand_inputs, predict_paths, write_predictions
+    from fakedetect.run import load_run
+
+    _show_library_messages(err=True)  # stdout carries the scores
+
+    if out is not None:
+        if out.suffix.lower() not in (".csv", ".json"):
+            raise click.BadParameter("must end in .csv or .json", param_hint="--out")
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    _check_run(run_dir)
+    expand_inputs(list(paths))  # a path that does not exist is an error before the model loads
+    _tensorflow(verbose)
+    run = load_run(run_dir)
+    res = predict_paths(run, list(paths), batch_size, tta=tta)
+    for path, why in res.unreadable:
+        click.echo(click.style(f"unreadable: {path}: {why}", fg="yellow"), err=True)
+    if not len(res.table):
+        raise DataError(f"no readable image in {', '.join(map(str, paths))} "
+                        f"({len(res.unreadable)} unreadable file(s))")
+    if out is not None:
+        write_predictions(res, out, run.threshold)
+        _echo(f"{len(res.table)} image(s) scored, {len(res.unreadable)} unreadable -> {out}")
+    else:
+        with pd.option_context("display.max_rows", None, "display.max_colwidth", 80):
+            _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        _echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite", "onnx"]), required=True,
+              help="onnx needs the [onnx] extra: pip install -e '.[onnx]'.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="File (tflite, onnx) or folder (saved_model).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@_verbose_option
+@_friendly_errors
+def export(run_dir, fmt, out, overwrite, verbose):
+    """Export RUN_DIR's model (raw 0..255 pixels in, calibrated P(fake) out) as saved_model, tflite or onnx."""
+    from fakedetect.export import export as do_export
+    from fakedetect.export import sidecar_path
+
+    _check_run(run_dir)
+    _tensorflow(verbose)
+    path = do_export(run_dir, fmt, out, overwrite)
+    _echo(f"exported {fmt}: {path}")
+    _echo(f"output: calibrated P(fake) (the run's temperature is built in); threshold in {sidecar_path(path)}")

@@ -1,0 +1,64 @@
+"""`fakedetect serve`: the web app under gunicorn (or Flask's server with --dev)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from fakedetect.cli.main import PORT, _check_run, _echo, _friendly_errors, _tensorflow, _verbose_option, main
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fails with one line when the address cannot be bound (in use, or not an address of this machine)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise click.BadParameter(f"cannot resolve {host!r}: {e.strerror}", param_hint="--host") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: TIME_WAIT is no conflict
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror} "
+                                       "(is another server using it? choose another --port)") from None
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0 exposes the app to the network).")
+@click.option("--port", type=PORT, default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="gunicorn worker processes (each loads the model).")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+@_verbose_option
+@_friendly_errors
+def serve(run_dir, host, port, workers, dev, verbose):
+    """Serve the upload page and the JSON API for RUN_DIR's model (gunicorn)."""
+    _check_run(run_dir)
+    _check_port(host, port)
+    if dev:
+        _tensorflow(verbose)
+        from fakedetect.web import create_app
+
+        app = create_app(run_dir)
+        _echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
+        app.run(host=host, port=port, threaded=True)
+        return
+    _echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
+    env = dict(os.environ, FAKEDETECT_RUN_DIR=str(Path(run_dir).resolve()))
+    if verbose:
+        env["FAKEDETECT_VERBOSE"] = "1"
+    # No control socket: gunicorn would otherwise create ~/.gunicorn/gunicorn.ctl in the user's home.
+    args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+            "--timeout", "120", "--graceful-timeout", "10", "--no-control-socket",
+            "fakedetect.web:create_app_from_env()"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(args[0], args, env)

@@ -1,0 +1,128 @@
+"""Checking image files and bytes before anything trains on or scores them: never raises for a bad file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import stat
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fakedetect.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Formats the tf.data pipeline decodes natively; anything else Pillow reads is decoded by Pillow there.
+TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP"}
+
+ACCEPTED_FORMATS = TF_FORMATS | {"BMP", "TIFF", "PPM"}
+
+MAX_PIXELS = 64_000_000  # a larger image is refused unread (decompression-bomb guard)
+
+MAX_FILE_BYTES = 512_000_000
+
+TF_REJECTED = "corrupt image: TensorFlow's decoder rejected it"
+
+
+@dataclass
+class ImageInfo:
+    """What a check of one file found. ``error`` is None for a usable image."""
+    path: str
+    error: str | None = None
+    format: str | None = None
+    width: int = 0
+    height: int = 0
+    mode: str | None = None
+    nbytes: int = 0
+    sha1: str | None = None
+
+    @property
+    def tf_decodable(self) -> bool:
+        return self.format in TF_FORMATS and self.mode != "CMYK"
+
+
+def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = False) -> ImageInfo:
+    """Opens and fully decodes one file with Pillow; never raises for a bad file."""
+    info = ImageInfo(str(path))
+    try:
+        st = os.stat(path)  # follows symlinks; a loop or a dangling link raises here
+        if not stat.S_ISREG(st.st_mode):
+            info.error = "not a regular file"  # a FIFO would block a read forever
+            return info
+        if st.st_size > MAX_FILE_BYTES:
+            info.error = f"file too large ({st.st_size / 1e6:.0f} MB)"
+            return info
+        data = Path(path).read_bytes()
+    except OSError as e:
+        info.error = f"cannot read: {e.strerror or e}"
+        return info
+    if hash_bytes:
+        info.sha1 = hashlib.sha1(data).hexdigest()
+    return check_bytes(data, info, tf_verify=tf_verify)
+
+
+def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, tf_verify: bool = False) -> ImageInfo:
+    """Fills ``info`` from encoded image bytes, fully decoding them with Pillow; never raises for bad bytes.
+
+    Args:
+        on_open: called with the open Pillow image once its format and size are accepted (to read more facts).
+        tf_verify: also decode with TensorFlow's decoder the files that the pipeline will decode with it: some
+            damaged JPEGs that Pillow accepts (garbage before the end marker) are refused by TensorFlow.
+    """
+    from PIL import Image
+
+    info.nbytes = len(data)
+    if not data:
+        info.error = "empty file"
+        return info
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                info.format, info.mode = im.format, im.mode
+                info.width, info.height = im.size
+                if info.format not in ACCEPTED_FORMATS:
+                    info.error = f"unsupported image format {info.format}"
+                elif info.width * info.height > MAX_PIXELS:
+                    info.error = f"image too large ({info.width}x{info.height} pixels)"
+                else:
+                    if on_open is not None:
+                        on_open(im)
+                    im.load()
+    except Image.DecompressionBombError as e:
+        info.error = f"image too large: {e}"
+    except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable file
+        msg = str(e).split("\n")[0] or type(e).__name__
+        info.error = "not an image" if "cannot identify image file" in msg else f"corrupt image: {msg}"
+    if tf_verify and info.error is None and info.tf_decodable:
+        import tensorflow as tf
+
+        try:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            reason = (e.message or type(e).__name__).split(". ")[0].split("] ")[-1]
+            info.error = f"{TF_REJECTED} ({reason})"
+    return info
+
+
+def check_images(paths: Iterable[str | Path], hash_bytes: bool = False, workers: int | None = None,
+                 tf_verify: bool = False, what: str | None = None) -> list[ImageInfo]:
+    """Checks many files in threads (Pillow's decoders release the GIL); keeps the input order.
+
+    ``what`` names the files in progress messages ("train files"); None: no progress is reported.
+    """
+    paths = list(paths)
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    out: list[ImageInfo] = []
+    with ThreadPoolExecutor(workers) as ex, Progress(f"checked {what}", len(paths) if what else 0, log) as progress:
+        for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes, tf_verify), paths, chunksize=64)):
+            out.append(info)
+            progress.update(i + 1)
+    if what:
+        log.info(f"  checked {len(paths)} {what}")
+    return out

@@ -1,0 +1,8 @@
+"""The models: a backbone from the registry (:mod:`.registry`, :mod:`.efficientnet_lite`, weights in
+:mod:`.lite_weights` and :mod:`.torch_checkpoint`), and the classifier on top of it (:mod:`.classifier`).
+
+The classifier's layer names, which scoring, training and export look layers up by, live here (no Keras import).
+"""
+
+BACKBONE_LAYER = "backbone"
+POOL_LAYER, DROPOUT_LAYER, OUTPUT_LAYER = "head_pool", "head_dropout", "head_prob"

@@ -1,0 +1,115 @@
+"""The two phases of the recipe, built from what a training command shares (:class:`Setup`): the head on a
+frozen backbone (on features computed once), then the top of the backbone fine-tuned on augmented images."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakedetect.config import TrainConfig
+from fakedetect.data.splits import Split
+from fakedetect.models import DROPOUT_LAYER, OUTPUT_LAYER
+from fakedetect.training.cluster import is_chief, num_workers, replicas, worker_index
+from fakedetect.training.inputs import feature_stream, image_stream, shard_of
+from fakedetect.training.loop import Loop, Phase
+from fakedetect.training.schedules import epoch_sizes
+from fakedetect.training.validation import features, validator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Setup:
+    """What every stage of one training command shares."""
+    cfg: TrainConfig
+    strategy: object
+    run_dir: Path  # where this process writes (a non-chief worker: a temporary folder)
+    out: Path  # the run folder (the chief's)
+    train: Split
+    val: Split
+    summary: dict
+    resume: bool
+    t_start: float
+    state: dict = field(default_factory=dict)
+
+    @property
+    def chief(self) -> bool:
+        return is_chief()
+
+
+def global_batch(s: Setup) -> int:
+    return s.cfg.batch_size * replicas(s.strategy)
+
+
+def lr_scale(s: Setup) -> int:
+    return replicas(s.strategy) if s.cfg.scale_lr else 1
+
+
+def steps_per_epoch(s: Setup) -> tuple[int, int]:
+    """(steps per epoch, warm-up steps): full global batches only, the same on every worker."""
+    steps = max(1, len(s.train) // global_batch(s))
+    warmup = s.cfg.warmup_steps if s.cfg.warmup_steps is not None else min(steps, 200) if lr_scale(s) > 1 else 0
+    return steps, warmup
+
+
+def image_size(model) -> int:
+    return int(model.input_shape[1])
+
+
+def val_shard(s: Setup) -> Split:
+    return shard_of(s.val, num_workers(s.strategy), worker_index(s.strategy))
+
+
+def frozen_phase(s: Setup, loop: Loop) -> Phase:
+    """Phase 1: the head on a frozen backbone, trained on features computed once (each worker: its shard)."""
+    import keras
+
+    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, image_size(loop.model)
+    (steps, warmup), rate = steps_per_epoch(s), cfg.lr_frozen * lr_scale(s)
+    start = int(s.state.get("phase_epoch", 0))
+    log.info(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {rate:g}"
+             + (f" (resuming after epoch {start})" if s.resume and start else ""))
+    if not cfg.cache_features:
+        return Phase("frozen", model,
+                     lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg, cfg.seed + seed)[0],
+                     validator(model, val_shard(s), size, cfg.batch_size),
+                     cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
+    t0 = time.perf_counter()
+    shard = shard_of(s.train, num_workers(strategy), worker_index(strategy))
+    f_train, y_train = features(model, shard, size, cfg.batch_size, "training images")
+    f_val, y_val = features(model, val_shard(s), size, cfg.batch_size, "validation images")
+    log.info(f"  features computed once for {len(f_train) + len(f_val)} images "
+             f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
+    with strategy.scope():
+        inp = keras.Input((f_train.shape[1],), name="features")
+        head = keras.Model(inp, model.get_layer(OUTPUT_LAYER)(model.get_layer(DROPOUT_LAYER)(inp)), name="head")
+    return Phase("frozen", head,
+                 lambda seed, _: feature_stream(strategy, f_train, y_train, loop.global_batch, cfg.seed + seed),
+                 validator(head, None, size, cfg.batch_size, features=(f_val, y_val)),
+                 cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
+
+
+def finetune_phase(s: Setup, loop: Loop) -> Phase:
+    """Phase 2: the top of the backbone and the head, on augmented images (optionally growing in size)."""
+    from fakedetect.models.classifier import any_size_view, unfreeze
+
+    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, image_size(loop.model)
+    (steps, warmup), rate = steps_per_epoch(s), cfg.lr_finetune * lr_scale(s)
+    sizes = epoch_sizes(size, cfg.epochs_finetune, cfg.finetune_sizes)
+    with strategy.scope():
+        names = unfreeze(model, cfg.unfreeze)
+        # Progressive resizing trains the same layers at other sizes; validation stays at the model's size.
+        trained = model if set(sizes) == {size} else any_size_view(model)
+    start = int(loop.state.get("phase_epoch", 0)) if loop.state.get("phase") == "finetune" else 0
+    log.info(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights (BatchNorm frozen), "
+             f"{cfg.epochs_finetune} epoch(s), lr {rate:g}"
+             + (f", image sizes {sizes}" if trained is not model else "")
+             + (f", {cfg.schedule} schedule" if cfg.schedule != "plateau" else "")
+             + (f" (resuming after epoch {loop.epochs_done})" if s.resume and start else ""))
+    return Phase("finetune", trained,
+                 lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg,
+                                              cfg.seed + 1000 + seed)[0],
+                 validator(model, val_shard(s), size, cfg.batch_size),
+                 cfg.epochs_finetune, rate, steps, warmup, sizes)
