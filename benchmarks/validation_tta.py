@@ -44,8 +44,10 @@ def main() -> int:
             p = run.calibrate(raw[ok])
             at_half, at_t = binary_metrics(y[ok], p, 0.5), binary_metrics(y[ok], p, run.threshold)
             rows.append({"run": path.name, "scoring": "image + mirror (TTA)" if tta else "image",
-                         "accuracy at 0.5": at_half["accuracy"], "accuracy at run threshold": at_t["accuracy"],
-                         "ROC AUC": at_half["roc_auc"], "ECE": ece(y[ok], p), "images/s": len(raw) / seconds,
+                         "accuracy at 0.5": f"{at_half['accuracy']:.2%}",
+                         "accuracy at run threshold": f"{at_t['accuracy']:.2%}",
+                         "ROC AUC": f"{at_half['roc_auc']:.5f}", "ECE": f"{ece(y[ok], p):.4f}",
+                         "images/s": f"{len(raw) / seconds:.1f}",
                          "images": int(ok.sum())})
     print(f"{dt.date.today()} {machine()}\n")
     print(table(rows, ["run", "scoring", "images", "accuracy at 0.5", "accuracy at run threshold", "ROC AUC", "ECE",

@@ -24,6 +24,9 @@ stochastic_depth: false
 cache_features: false
 scale_lr: false
 augment: {flip: false, rotation: 0.0, zoom: 0.0, contrast: 0.0, jpeg_prob: 0.0, blur_prob: 0.0}
+# Cosine schedule and a moving average of the weights, so that they too are checked across workers.
+schedule: cosine
+ema_decay: 0.5
 """
 
 
@@ -70,13 +73,16 @@ def test_workers_option_builds_tf_config():
 
 def test_mirrored_over_two_logical_cpus(tiny_data, tmp_path):
     run = tmp_path / "run"
-    proc = _train(["--data", tiny_data, "--out", run, "--strategy", "mirrored", "--devices", "/cpu:0,/cpu:1", *TINY],
+    proc = _train(["--data", tiny_data, "--out", run, "--strategy", "mirrored", "--devices", "/cpu:0,/cpu:1", *TINY,
+                   "--ema-decay", "0.5"],
                   env={"FAKEDETECT_LOGICAL_CPUS": "2"})
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     assert "MirroredStrategy: 2 replica(s) on 1 machine(s), global batch 8" in out
+    assert out.count("[finetune] epoch 2:") == 1  # each message once (no second copy through the root logger)
     card = json.loads((run / "model.json").read_text())
     assert card["strategy"]["replicas"] == 2 and card["strategy"]["global_batch_size"] == 8
+    assert pd.read_csv(run / "history.csv")["val_loss_ema"].notna().all()  # the average, kept across replicas
 
 
 def test_two_workers_on_loopback_match_one_process(tiny_data, tmp_path):
@@ -106,7 +112,7 @@ def test_two_workers_on_loopback_match_one_process(tiny_data, tmp_path):
     multi, one = pd.read_csv(tmp_path / "multi" / "history.csv"), pd.read_csv(tmp_path / "single" / "history.csv")
     assert list(multi.phase) == list(one.phase) == ["frozen", "finetune"]
     # Stated tolerance: float32 sums in another order (per worker, then all-reduced) differ by ~1e-6 relative.
-    for col in ("loss", "val_loss", "val_accuracy"):
+    for col in ("loss", "val_loss", "val_accuracy", "val_loss_raw", "val_loss_ema", "learning_rate"):
         assert multi[col].to_numpy() == pytest.approx(one[col].to_numpy(), rel=1e-4, abs=1e-5), col
 
 

@@ -24,6 +24,25 @@ def test_cosine_warms_up_then_decays_to_the_floor_at_the_last_step():
     assert cosine_lr(2.0, 25, 51, 0, 0.0) == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
+def test_a_warmup_never_takes_more_than_a_fifth_of_a_phase():
+    from fakedetect.training.schedules import EarlyStop, PhaseSchedule, Plateau
+
+    s = PhaseSchedule(1.0, 20, 100, True, 0.1, Plateau(1, 0.5), EarlyStop(1))
+    assert s.warmup_steps == 4 and s.rate(0) == pytest.approx(0.25) and s.rate(4) == pytest.approx(1.0)
+    assert s.rate(19) == pytest.approx(0.1)  # the decay still reaches its floor at the last step
+    assert PhaseSchedule(1.0, 2000, 100, True, 0.1, Plateau(1, 0.5), EarlyStop(1)).warmup_steps == 100
+
+
+def test_a_model_is_built_at_its_own_size_unless_it_trains_at_several():
+    from fakedetect.models.classifier import any_size_view, build_model, get_backbone
+
+    fixed = build_model("efficientnet-b0", "none", 80)  # 80 -> 40 -> 20 -> 10 -> 5: a strided layer sees 5
+    assert get_backbone(fixed).input_shape == (None, 80, 80, 3)
+    open_ = build_model("efficientnet-lite0", "none", 64, any_size=True)
+    assert get_backbone(open_).input_shape == (None, None, None, 3)
+    assert any_size_view(open_)(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 1)
+
+
 def test_epoch_sizes_put_the_progressive_sizes_first():
     assert epoch_sizes(96, 5, [64, 64, 80]) == [64, 64, 80, 96, 96]
     assert epoch_sizes(96, 2, None) == [96, 96]
@@ -37,15 +56,16 @@ def test_label_smoothing_moves_targets_toward_one_half():
 
 
 @pytest.mark.parametrize("config_error", [
-    {"schedule": "step"}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"finetune_sizes": [64, 64, 64]},
-    {"finetune_sizes": [16]}, {"min_lr_ratio": 2},
+    {"schedule": "step"}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"finetune_sizes": [64, 64]},
+    {"finetune_sizes": [16]}, {"finetune_sizes": [48]}, {"min_lr_ratio": 2},
+    {"image_size": 96 + 16, "finetune_sizes": [64]},
 ])
 def test_recipe_settings_are_checked(config_error):
     from fakedetect.config import load_config
     from fakedetect.errors import ConfigError
 
     with pytest.raises(ConfigError, match=next(iter(config_error))):
-        load_config(None, {"epochs_finetune": 2, **config_error})
+        load_config(None, {"epochs_finetune": 2, "image_size": 96, **config_error})
 
 
 def _head_loop(tmp_path, ema_decay, val_losses):
@@ -112,18 +132,18 @@ def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path, cap
 
     from .conftest import TINY_TRAIN
 
-    cfg = load_config(None, {**TINY_TRAIN, "epochs_finetune": 3, "finetune_sizes": [32, 40], "schedule": "cosine",
-                             "ema_decay": 0.9, "min_lr_ratio": 0.1, "lr_finetune": 1e-4})
+    cfg = load_config(None, {**TINY_TRAIN, "image_size": 64, "epochs_finetune": 3, "finetune_sizes": [32, 32],
+                             "schedule": "cosine", "ema_decay": 0.9, "min_lr_ratio": 0.1, "lr_finetune": 1e-4})
     caplog.set_level(logging.INFO, logger="fakedetect")
     train(tiny_data, cfg, tmp_path / "run")
     h = pd.read_csv(tmp_path / "run" / "history.csv")
-    assert list(h["image_size"]) == [48, 32, 40, 48] and list(h["phase"]) == ["frozen"] + ["finetune"] * 3
+    assert list(h["image_size"]) == [64, 32, 32, 64] and list(h["phase"]) == ["frozen"] + ["finetune"] * 3
     assert h["val_loss_ema"].notna().all() and set(h["weights"]) <= {"raw", "ema"}
     # Cosine: the rate of each epoch's last step falls to min_lr_ratio x the rate at the phase's last step.
     ft = h[h["phase"] == "finetune"]["learning_rate"].to_numpy()
     assert ft[0] > ft[1] > ft[2] and ft[2] == pytest.approx(1e-5)
-    assert load_model(tmp_path / "run" / "model.keras").input_shape == (None, 48, 48, 3)  # served at image_size
-    assert "image sizes [32, 40, 48]" in caplog.text
+    assert load_model(tmp_path / "run" / "model.keras").input_shape == (None, 64, 64, 3)  # served at image_size
+    assert "image sizes [32, 32, 64]" in caplog.text
 
 
 def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):

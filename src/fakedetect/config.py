@@ -201,10 +201,15 @@ def _validate_schedule(cfg: TrainConfig) -> None:
     _check(isinstance(cfg.label_smoothing, (int, float)) and 0 <= cfg.label_smoothing < 1, "label_smoothing",
            cfg.label_smoothing, "in [0, 1)")
     _check(cfg.finetune_sizes is None or (
-        isinstance(cfg.finetune_sizes, list) and len(cfg.finetune_sizes) <= cfg.epochs_finetune
-        and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 1024 for v in cfg.finetune_sizes)),
+        isinstance(cfg.finetune_sizes, list) and len(cfg.finetune_sizes) < cfg.epochs_finetune
+        and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 1024 and v % 32 == 0
+                for v in cfg.finetune_sizes)),
         "finetune_sizes", cfg.finetune_sizes,
-        f"null, or a list of at most epochs_finetune ({cfg.epochs_finetune}) image sizes from 32 to 1024")
+        f"null, or a list of fewer than epochs_finetune ({cfg.epochs_finetune}) image sizes, multiples of 32 "
+        "(the last epoch trains at image_size, the size validated and served)")
+    _check(not cfg.finetune_sizes or (cfg.image_size is not None and cfg.image_size % 32 == 0), "image_size",
+           cfg.image_size, "a multiple of 32 with finetune_sizes (progressive resizing keeps the strided layers' "
+           "padding equal at every size only then)")
 
 
 def _validate_augment(a: AugmentConfig) -> None:

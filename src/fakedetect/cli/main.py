@@ -73,6 +73,7 @@ def _echo(msg: str) -> None:
 
 class _EchoHandler(logging.Handler):
     """Shows the library's messages (logger ``fakedetect``) as plain lines on the command's output."""
+
     def __init__(self, err: bool):
         super().__init__()
         self.err = err
@@ -82,14 +83,26 @@ class _EchoHandler(logging.Handler):
 
 
 def _show_library_messages(err: bool = False) -> None:
-    """Routes the ``fakedetect`` logger to this invocation's output (stderr with ``err``: for commands whose
-    stdout is data), INFO and up, through one handler."""
+    """Routes the ``fakedetect`` logger to this invocation's output, INFO and up, through one handler (stderr with
+    ``err``: for commands whose stdout is data). The CLI owns the output: nothing is passed on to handlers that
+    another library may have put on the root logger (TensorFlow's stack does, once training starts), so no line is
+    printed twice. Undone when the invocation ends (see :func:`main`)."""
+    logger = logging.getLogger("fakedetect")
+    handler = next((h for h in logger.handlers if isinstance(h, _EchoHandler)), None)
+    if handler is None:
+        logger.addHandler(_EchoHandler(err))
+    else:
+        handler.err = err
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _hide_library_messages() -> None:
     logger = logging.getLogger("fakedetect")
     for h in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
         logger.removeHandler(h)
-    logger.addHandler(_EchoHandler(err))
-    logger.setLevel(logging.INFO)
-    sys.stdout.flush()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
 
 
 def _tensorflow(verbose: int = 0) -> None:
@@ -106,12 +119,14 @@ def _verbose_option(fn):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="fakedetect")
 @click.option("--debug", is_flag=True, help="Show the full traceback of every error, expected ones too.")
-def main(debug):
+@click.pass_context
+def main(ctx, debug):
     """fakedetect: train, evaluate and serve detectors of AI-generated images.
 
     Labels: real = 0, fake = 1; models output the probability that an image is fake.
     """
     _show_library_messages()
+    ctx.call_on_close(_hide_library_messages)
 
 
 def _check_run(run_dir: Path) -> None:

@@ -10,7 +10,7 @@ from fakedetect.models.registry import build_backbone, get_spec
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int | None = None,
-                dropout: float = 0.2, stochastic_depth: bool = True) -> keras.Model:
+                dropout: float = 0.2, stochastic_depth: bool = True, any_size: bool = False) -> keras.Model:
     """Builds the full model; it takes raw 0..255 RGB pixels and outputs the probability of fake.
 
     The backbone is frozen (phase 1 of training); see :func:`unfreeze` for phase 2.
@@ -19,11 +19,13 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int | None
         stochastic_depth: keep the backbone's own per-block dropout ("drop connect"), active whenever the model
             runs in training mode (Keras 3 does not pin the nested call's ``training=False`` for it). False
             makes training deterministic given the data (no random draw anywhere but augmentation).
+        any_size: build the backbone with an open input size, so that :func:`any_size_view` can train the same
+            layers at other sizes (progressive resizing). Its strided convolutions then pad as for even inputs,
+            which equals the fixed-size build only when every strided layer sees an even size: sizes that are
+            multiples of 32 (the config checks it). Off, the backbone is built at ``image_size`` exactly.
     """
-    # The backbone takes any size (a convolutional network does): the model fixes the served size, and
-    # progressive resizing trains the same layers at other sizes (see :func:`any_size_view`).
     size = image_size or get_spec(backbone).image_size
-    base = build_backbone(backbone, weights, size, any_size=True)
+    base = build_backbone(backbone, weights, size, any_size=any_size)
     base.name = BACKBONE_LAYER  # one stable name whatever the backbone
     base.trainable = False
     if not stochastic_depth:
@@ -42,7 +44,8 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int | None
 def any_size_view(model: keras.Model) -> keras.Model:
     """The same layers (the same weights) taking square images of any size: what progressive resizing trains.
 
-    The model itself keeps its fixed input, the size it is validated, saved and served at.
+    The model itself keeps its fixed input, the size it is validated, saved and served at. It must have been
+    built with ``any_size`` (a fixed-size backbone refuses other sizes).
     """
     inputs = keras.Input((None, None, 3), name="image_any_size")
     x = get_backbone(model)(inputs, training=False)

@@ -82,8 +82,9 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
             backbone, or a PyTorch ``.pth`` state dict for the Lite backbones).
         image_size: square input size; the backbone's native size when None.
         include_top: keep the 1000-class ImageNet classifier (used to check converted weights).
-        any_size: take images of any square size (the input's height and width left open; strided
-            convolutions pad as for an even size, which the native sizes all are).
+        any_size: take images of any square size (the input's height and width left open). Strided
+            convolutions then pad as for an even input, as the fixed-size build does only where every strided
+            layer sees an even size (input sizes that are multiples of 32); see ``build_model``.
 
     Raises:
         WeightsUnavailable: ImageNet weights cannot be downloaded or found, with what to do instead.

@@ -142,7 +142,8 @@ def _train(s: Setup) -> TrainResult:
     keras.utils.set_random_seed(s.cfg.seed)
     mixed = _mixed_precision(s)
     with s.strategy.scope():
-        model = build_model(s.cfg.backbone, s.cfg.weights, s.cfg.image_size, s.cfg.dropout, s.cfg.stochastic_depth)
+        model = build_model(s.cfg.backbone, s.cfg.weights, s.cfg.image_size, s.cfg.dropout, s.cfg.stochastic_depth,
+                            any_size=bool(s.cfg.finetune_sizes))
     loop = _make_loop(s, model, mixed)
     if num_workers(s.strategy) > 1:
         _check_same_data(s)

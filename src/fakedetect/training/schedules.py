@@ -86,7 +86,11 @@ def epoch_sizes(final_size: int, epochs: int, early: list[int] | None) -> list[i
 @dataclass
 class PhaseSchedule:
     """The rate of every step of one phase and when the phase stops: warm-up then cosine decay to the phase's
-    last step (``cosine``: a fixed budget, no early stop), or warm-up then the plateau rule with early stopping."""
+    last step (``cosine``: a fixed budget, no early stop), or warm-up then the plateau rule with early stopping.
+
+    A warm-up takes at most a fifth of the phase (a short phase, e.g. a small data set, would otherwise never
+    reach its rate).
+    """
     base_lr: float
     total_steps: int
     warmup_steps: int
@@ -99,6 +103,7 @@ class PhaseSchedule:
     def __post_init__(self):
         if math.isnan(self.lr):
             self.lr = self.base_lr
+        self.warmup_steps = min(self.warmup_steps, self.total_steps // 5)
 
     def rate(self, step: int) -> float:
         if self.cosine:
