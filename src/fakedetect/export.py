@@ -15,8 +15,7 @@ from pathlib import Path
 
 from fakedetect.atomic import atomic_path, write_json
 from fakedetect.errors import ExportError, OutputExistsError
-from fakedetect.metrics import EPS
-from fakedetect.run import load_run
+from fakedetect.run import load_run, tf_logit
 
 FORMATS = ("saved_model", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -30,12 +29,8 @@ def sidecar_path(out: str | Path) -> Path:
 
 
 def calibrated_fn(model, temperature: float, image_size: int):
-    """A tf.function: raw pixels (N x S x S x 3 float32) -> calibrated P(fake), shape (N, 1).
-
-    ``metrics.logit`` clips p to [EPS, 1 - EPS]; here p and 1 - p are each clipped from below at EPS, which is
-    the same for 0 <= p <= 1 but stays exact in float32 (1 - 1e-7 is not a float32 and rounds to 1 - 1.19e-7,
-    while 1 - p is exact for p >= 0.5).
-    """
+    """A tf.function: raw pixels (N x S x S x 3 float32) -> calibrated P(fake), shape (N, 1) (the logit as
+    :func:`fakedetect.run.tf_logit` computes it, divided by the temperature)."""
     import tensorflow as tf
 
     inv_t = 1.0 / float(temperature)  # Python floats become constants inside the graph (not captured inputs)
@@ -43,7 +38,7 @@ def calibrated_fn(model, temperature: float, image_size: int):
     @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name="image")])
     def serve(image):
         p = tf.reshape(tf.cast(model(image, training=False), tf.float32), (-1, 1))
-        z = tf.math.log(tf.maximum(p, EPS)) - tf.math.log(tf.maximum(1.0 - p, EPS))
+        z = tf_logit(p)
         return tf.identity(tf.sigmoid(z * inv_t), name="prob_fake")
 
     return serve

@@ -14,7 +14,7 @@ from fakedetect.card import CARD_FILE, ModelCard
 from fakedetect.data.checks import TF_REJECTED
 from fakedetect.domain import DOMAIN_FILE, DomainModel
 from fakedetect.errors import RunError
-from fakedetect.metrics import apply_temperature
+from fakedetect.metrics import EPS, apply_temperature
 from fakedetect.models import POOL_LAYER
 from fakedetect.progress import Progress
 
@@ -108,18 +108,21 @@ def scoring_function(model, tta: bool = False):
             p, feats = both(x, training=False)
             if tta:
                 mirrored, _ = both(tf.reverse(x, axis=[2]), training=False)
-                p = tf.sigmoid((_logit(p) + _logit(mirrored)) / 2)
+                p = tf.sigmoid((tf_logit(p) + tf_logit(mirrored)) / 2)
             return p, feats
 
         fns[tta] = tf.function(score, reduce_retracing=True)
     return fns[tta]
 
 
-def _logit(p):
+def tf_logit(p):
+    """log(p / (1 - p)) in TensorFlow, float32. ``metrics.logit`` clips p to [EPS, 1 - EPS]; here p and 1 - p are
+    each clipped from below at EPS, which is the same for 0 <= p <= 1 but stays exact in float32 (1 - 1e-7 is not
+    a float32 and rounds to 1 - 1.19e-7, while 1 - p is exact for p >= 0.5)."""
     import tensorflow as tf
 
-    p = tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1 - 1e-7)
-    return tf.math.log(p) - tf.math.log1p(-p)
+    p = tf.cast(p, tf.float32)
+    return tf.math.log(tf.maximum(p, EPS)) - tf.math.log(tf.maximum(1.0 - p, EPS))
 
 
 DECODE_FAILED = TF_REJECTED  # a file that passed the checks and still failed to decode in the pipeline
