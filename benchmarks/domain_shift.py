@@ -1,8 +1,8 @@
 """How a run fares on data sets other than its own, and whether its domain check says so.
 
 For each data set: images scored, the share flagged out of domain (unlike the training images), accuracy and
-ROC AUC on all images and on the in-domain ones. A run trained before domain models were fitted gets one first
-(as training does: features of up to 5,000 training images, threshold at the 99th percentile of validation).
+ROC AUC on all images and on the in-domain ones. A run trained before the (multi-depth) domain model gets one
+first, as training fits it (:func:`fakedetect.training.finish.refit_domain`).
 
     python benchmarks/domain_shift.py RUN DATA [DATA ...] [--max-per-class 500]
 """
@@ -23,23 +23,19 @@ def main() -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("data", type=Path, nargs="+")
     ap.add_argument("--max-per-class", type=int, default=500)
+    ap.add_argument("--refit", action="store_true", help="fit the run's domain model again first")
     args = ap.parse_args()
 
-    from fakedetect.config import load_config
     from fakedetect.data.layout import choose_split, discover
     from fakedetect.data.splits import subsample, to_split
-    from fakedetect.domain import DOMAIN_FILE, DomainModel
     from fakedetect.metrics import binary_metrics
     from fakedetect.run import load_run, score_files
-    from fakedetect.training import fit_domain_model
-    from fakedetect.training.inputs import prepare_data
+    from fakedetect.training.finish import refit_domain
 
     run = load_run(args.run)
-    if run.domain is None:
-        cfg = load_config(args.run / "config.yaml")
-        train, val, _ = prepare_data(run.card.data["data_root"], cfg)
-        fit_domain_model(run.model, train, val, run.image_size, cfg, args.run)
-        run.domain = DomainModel.load(args.run / DOMAIN_FILE)
+    if run.domain is None or len(run.domain.depths) == 1 or args.refit:
+        refit_domain(args.run)
+        run = load_run(args.run)
     rows = []
     for data in args.data:
         layout = discover(data, require_both=False)

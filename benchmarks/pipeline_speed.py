@@ -71,7 +71,7 @@ def main() -> int:
     it = iter(stream)
     recompute = timed_steps(loop._train_step(model, opt), it, steps)
     t = time.perf_counter()
-    feats, labels = features(model, split, size, bs)
+    feats, labels, _ = features(model, split, size, bs)
     extract = time.perf_counter() - t
     inp = keras.Input((feats.shape[1],))
     head = keras.Model(inp, model.get_layer(OUTPUT_LAYER)(model.get_layer(DROPOUT_LAYER)(inp)))

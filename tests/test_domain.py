@@ -27,11 +27,48 @@ def test_mahalanobis_density_flags_what_is_far_and_keeps_what_is_near():
     assert m.in_domain(m.distance(near)).mean() > 0.9
 
 
+def test_distance_and_threshold_match_the_known_answer_of_unit_gaussians():
+    # Two classes, unit covariance in 2-D: the Mahalanobis distance is the Euclidean one, the training images'
+    # median distance is the median of a chi distribution with 2 degrees of freedom, sqrt(2 ln 2), and the
+    # threshold (99th percentile of validation) is sqrt(chi2_2(0.99)) = sqrt(-2 ln 0.01), in those units.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40000)
+    means = np.array([[0.0, 0.0], [30.0, 0.0]])
+    x = rng.normal(0, 1, (40000, 2)) + means[y]
+    val = rng.normal(0, 1, (40000, 2)) + means[rng.integers(0, 2, 40000)]
+    m = fit_domain([x, x * 10], y, [val, val * 10])  # the same shape at two depths, at different scales
+    unit = np.sqrt(2 * np.log(2))
+    assert m.depths[0].scale == pytest.approx(unit, rel=0.02)
+    assert m.depths[1].scale == pytest.approx(unit, rel=0.02)  # Mahalanobis distances have no units
+    assert m.threshold == pytest.approx(np.sqrt(-2 * np.log(0.01)) / unit, rel=0.03)
+    probe = np.array([[10.0, 0.0], [30.0, 4.0]])  # 10 from the real mean; 4 from the fake mean
+    assert m.distance([probe, probe * 10]) == pytest.approx(np.array([10.0, 4.0]) / unit, rel=0.03)
+    assert m.in_domain(m.distance([probe, probe * 10])).tolist() == [False, False]
+    assert m.in_domain(m.distance([means, means * 10])).all()
+
+
+def test_domain_model_round_trips_and_old_runs_still_load(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(0, 1, (300, 4)), rng.integers(0, 2, 300)
+    m = fit_domain([x[:, :2], x], y, [x[:50, :2], x[:50]], names=["stem", "top"])
+    m.save(tmp_path / DOMAIN_FILE)
+    back = DomainModel.load(tmp_path / DOMAIN_FILE)
+    assert back.names == ["stem", "top"] and back.threshold == pytest.approx(m.threshold)
+    assert np.allclose(back.distance([x[:5, :2], x[:5]]), m.distance([x[:5, :2], x[:5]]), rtol=1e-5)
+    # The first format (one depth: the pooled features) reads the last features it is given.
+    one = fit_domain(x, y, x[:50])
+    np.savez(tmp_path / "old.npz", means=one.depths[0].means, precision=one.depths[0].precision,
+             threshold=one.threshold)
+    old = DomainModel.load(tmp_path / "old.npz")
+    assert np.allclose(old.distance([x[:5, :2], x[:5]]), one.distance(x[:5]) * one.depths[0].scale)
+
+
 def test_run_holds_its_domain_and_predict_reports_it(tiny_run, tiny_data, tmp_path):
     card = json.loads((tiny_run / "model.json").read_text())
     d = card["domain"]
     assert d["threshold"] > 0 and d["fit_images"] == 18 and d["validation_images"] == 6
     assert d["image_side_px"] == {"min": 48, "median": 48, "max": 48} and d["sources"]
+    assert d["depths"][0] == "stem_activation" and len(d["depths"]) == 9  # stem, 7 stages, the last features
     assert DomainModel.load(tiny_run / DOMAIN_FILE).threshold == d["threshold"]
     odd = tmp_path / "odd"
     odd.mkdir()

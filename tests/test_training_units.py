@@ -61,9 +61,7 @@ def test_a_diverged_model_reports_nan_instead_of_crashing():
         binary_sums(np.array([1.0]), np.array([0.9])))["auc"]  # one class only: AUC is NaN (NaN != NaN)
 
 
-def test_calibration_is_fitted_on_a_large_enough_validation(monkeypatch):
-    from types import SimpleNamespace
-
+def test_calibration_is_fitted_on_a_large_enough_validation():
     from fakedetect.config import load_config
     from fakedetect.metrics import apply_temperature, choose_threshold, fit_temperature
     from fakedetect.training import calibrate_on_validation
@@ -71,14 +69,12 @@ def test_calibration_is_fitted_on_a_large_enough_validation(monkeypatch):
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 30)
     raw = 1 / (1 + np.exp(-3 * np.where(y == 1, rng.normal(1.0, 1.0, 60), rng.normal(-0.2, 1.0, 60))))
-    monkeypatch.setattr("fakedetect.training.finish.predict_raw", lambda *a, **k: raw.copy())
-    val = SimpleNamespace(paths=[f"{i}.png" for i in range(60)], labels=list(y), pillow_only=None)
-    cal, thr, m = calibrate_on_validation(None, val, 48, load_config(None, {}))
+    cal, thr, m = calibrate_on_validation(y, raw.copy(), load_config(None, {}))
     assert "skipped" not in cal and cal["temperature"] == pytest.approx(fit_temperature(y, raw))
     assert cal["temperature"] > 2
     assert thr == pytest.approx(choose_threshold(y, apply_temperature(raw, cal["temperature"]))) and thr != 0.5
     assert cal["val_ece_after"] < cal["val_ece_before"]
     assert m["threshold"] == thr and m["at_0.5"]["threshold"] == 0.5
-    _, thr_fpr, _ = calibrate_on_validation(None, val, 48, load_config(None, {"target_fpr": 0.1}))
+    _, thr_fpr, _ = calibrate_on_validation(y, raw.copy(), load_config(None, {"target_fpr": 0.1}))
     p = apply_temperature(raw, cal["temperature"])
     assert (p[y == 0] >= thr_fpr).mean() <= 0.1 and thr_fpr > thr

@@ -38,6 +38,9 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Written to the run folder as ``config.yaml``."""
+    # Training data (optional; --data on the command line replaces it): a list of sources, each a path or
+    # {path, weight, max_per_class, name}; sources are carved and mixed by weight (see training/inputs.py).
+    data: list | None = None
     backbone: str = "efficientnet-b4"
     weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
     image_size: int | None = None  # None: the backbone's native size
@@ -188,6 +191,23 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
     _validate_schedule(cfg)
     _validate_augment(cfg.augment)
+    _validate_data(cfg.data)
+
+
+def _validate_data(data: Any) -> None:
+    allowed = "null, or a list of sources: each a path, or {path, weight, max_per_class, name}"
+    _check(data is None or (isinstance(data, list) and bool(data)), "data", data, allowed)
+    for i, e in enumerate(data or []):
+        if isinstance(e, str):
+            continue
+        _check(isinstance(e, dict) and isinstance(e.get("path"), str)
+               and set(e) <= {"path", "weight", "max_per_class", "name"}, f"data[{i}]", e, allowed)
+        w = e.get("weight", 1.0)
+        _check(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0, f"data[{i}].weight", w,
+               "a positive number (the source's relative share of the training batches)")
+        m = e.get("max_per_class")
+        _check(m is None or (isinstance(m, int) and m >= 2), f"data[{i}].max_per_class", m,
+               "an integer >= 2, or null")
 
 
 def _validate_schedule(cfg: TrainConfig) -> None:

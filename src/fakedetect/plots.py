@@ -161,3 +161,28 @@ def plot_robustness(table: pd.DataFrame, path: str | Path) -> Path:
         ax.set_title(title)
     fig.suptitle("Robustness: the same test images, perturbed identically for both classes")
     return save_figure(fig, path)
+
+
+def plot_cross(grids: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Heatmaps of the cross-dataset table: rows = runs, columns = test sets, one panel per measure."""
+    import numpy as np
+    import seaborn as sns
+
+    first = next(iter(grids.values()))
+    width = 1.6 + 1.3 * len(first.columns)
+    fig, axes = plt.subplots(1, len(grids), figsize=(width * len(grids), 1.4 + 0.55 * len(first)), squeeze=False)
+    for i, (ax, (title, grid)) in enumerate(zip(axes[0], grids.items(), strict=True)):
+        values = grid.astype(float)
+        fmt = ".3f" if title == "ROC AUC" else ".0%"
+        cmap = "RdYlGn" if title != "out of domain" else "Greys"
+        sns.heatmap(values, annot=True, fmt=fmt, vmin=0.0 if title == "out of domain" else 0.5, vmax=1.0,
+                    cmap=cmap, cbar=False, ax=ax, mask=np.isnan(values.to_numpy()),
+                    annot_kws={"fontsize": 9}, linewidths=0.5, linecolor="white")
+        ax.set_title(title)
+        ax.set_xlabel("test set")
+        ax.set_ylabel("run (trained on)" if i == 0 else "")
+        if i:
+            ax.set_yticklabels([])
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("Cross-dataset: every run on every test set (held-out images only)")
+    return save_figure(fig, path)

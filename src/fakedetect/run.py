@@ -15,7 +15,7 @@ from fakedetect.data.checks import TF_REJECTED
 from fakedetect.domain import DOMAIN_FILE, DomainModel
 from fakedetect.errors import RunError
 from fakedetect.metrics import EPS, apply_temperature
-from fakedetect.models import POOL_LAYER
+from fakedetect.models import OUTPUT_LAYER, POOL_LAYER
 from fakedetect.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,12 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def scoring_function(model, tta: bool = False):
-    """The model's inference as a tf.function made once per model, giving (P(fake), pooled backbone features):
-    eager calls cost ~40% of the throughput on small images, and a new tf.function per call would trace again
-    every time. The features come from the same forward pass (for the domain check).
+    """The model's inference as a tf.function made once per model, giving (P(fake), features): eager calls cost
+    ~40% of the throughput on small images, and a new tf.function per call would trace again every time.
+
+    The features, from the same forward pass, are a list: the spatial mean of each backbone layer of
+    :func:`~fakedetect.models.classifier.feature_taps` (the domain check's depths), the last one being the pooled
+    features the head reads.
 
     Args:
         tta: test-time augmentation: P(fake) from the mean logit of the image and its mirror image (two forward
@@ -100,16 +103,25 @@ def scoring_function(model, tta: bool = False):
     import keras
     import tensorflow as tf
 
+    from fakedetect.models.classifier import feature_taps, get_backbone
+
     fns = _COMPILED.setdefault(model, {})
     if tta not in fns:
-        both = keras.Model(model.input, [model.output, model.get_layer(POOL_LAYER).output])
+        base = get_backbone(model)
+        taps = keras.Model(base.input, [base.get_layer(n).output for n in feature_taps(model)])
+        pool, head = model.get_layer(POOL_LAYER), model.get_layer(OUTPUT_LAYER)  # dropout: nothing at inference
+
+        def forward(x):
+            maps = taps(x, training=False)
+            pooled = pool(maps[-1])
+            return head(pooled), [tf.reduce_mean(m, axis=[1, 2]) for m in maps[:-1]] + [pooled]
 
         def score(x):
-            p, feats = both(x, training=False)
+            p, feats = forward(x)
             if tta:
-                mirrored, _ = both(tf.reverse(x, axis=[2]), training=False)
+                mirrored = head(pool(taps(tf.reverse(x, axis=[2]), training=False)[-1]))
                 p = tf.sigmoid((tf_logit(p) + tf_logit(mirrored)) / 2)
-            return p, feats
+            return p, [tf.cast(f, tf.float32) for f in feats]
 
         fns[tta] = tf.function(score, reduce_retracing=True)
     return fns[tta]
@@ -158,6 +170,6 @@ def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
             p, feats = fn(batch)
             out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
             if domain is not None:
-                dist[i] = domain.distance(np.asarray(feats))
+                dist[i] = domain.distance([np.asarray(f) for f in feats])
             progress.update(int(i[-1]) + 1)
     return out, dist

@@ -38,22 +38,33 @@ def _before_scoring(run_dir: Path, data: Path, out: Path | None, overwrite: bool
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--data", required=True, type=click.Path(path_type=Path),
-              help="Test folder (or archive): real/ and fake/, or a folder with a test/ split.")
+@click.option("--data", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Test folder (or archive): real/ and fake/, or a folder with a test/ split. Repeat it for a "
+                   "cross-dataset table (see `fakedetect compare`).")
 @click.option("--out", type=OUT_DIR, help="Output folder (default: RUN_DIR/eval-<data>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
                    "compute).")
+@click.option("--max-per-class", type=click.IntRange(min=1),
+              help="With several --data: score at most N images per class of each (a fixed-seed subset).")
 @_verbose_option
 @_friendly_errors
-def evaluate(run_dir, data, out, overwrite, batch_size, tta, verbose):
-    """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html."""
+def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verbose):
+    """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html.
+
+    With several --data: one cross-dataset table of the run on every set (cross.csv, cross.md, cross.png,
+    report.html)."""
     from fakedetect.evaluation.evaluate import evaluate as run_eval
     from fakedetect.evaluation.evaluate import summary_table
 
-    data = _before_scoring(run_dir, data, out, overwrite, verbose)
+    if len(data) > 1:
+        if tta:
+            raise click.UsageError("--tta scores one test set: give one --data")
+        _cross([run_dir], data, out or run_dir / f"cross-{_now()}", overwrite, batch_size, max_per_class, verbose)
+        return
+    data = _before_scoring(run_dir, data[0], out, overwrite, verbose)
     res = run_eval(run_dir, data, out, overwrite, batch_size, tta=tta)
     _echo("")
     _echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
@@ -61,6 +72,48 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, verbose):
     _echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
     _echo(f"report: {res.out_dir / 'report.html'}")
     _echo(f"metrics: {res.out_dir / 'metrics.json'}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="A test folder or archive (repeat it: one column per set).")
+@click.option("--out", type=OUT_DIR, help="Output folder (default: runs/compare-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing output folder.")
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--max-per-class", type=click.IntRange(min=1),
+              help="Score at most N images per class of each set (a fixed-seed subset).")
+@_verbose_option
+@_friendly_errors
+def compare(run_dirs, data, out, overwrite, batch_size, max_per_class, verbose):
+    """Score every run on every test set: the cross-dataset table and heatmap (cross.csv, cross.md, cross.png,
+    report.html). Images a run trained or validated on are left out of its cells."""
+    _cross(list(run_dirs), data, out or Path("runs") / f"compare-{_now()}", overwrite, batch_size, max_per_class,
+           verbose)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: int, max_per_class, verbose) -> None:
+    """The checks (every run, the output folder, every data set: before any slow work), then the table."""
+    from fakedetect.atomic import check_out_dir
+    from fakedetect.data.archive import resolve_data
+    from fakedetect.evaluation.cross import cross_scores, long_table, markdown, write_cross
+
+    for r in run_dirs:
+        _check_run(r)
+    check_out_dir(out, overwrite, "output folder")
+    folders = [resolve_data(d) for d in datas]
+    _tensorflow(verbose)
+    cells, sources, _ = cross_scores(run_dirs, folders, batch_size, max_per_class)
+    write_cross(out, cells, sources, overwrite)
+    _echo("")
+    _echo(markdown(long_table(cells, sources)))
+    _echo(f"table: {out / 'cross.csv'} (and cross.md)\nheatmap: {out / 'cross.png'}\nreport: {out / 'report.html'}")
 
 
 @main.command()

@@ -37,8 +37,10 @@ def _default(name: str, unit: str = "") -> str:
 
 
 @main.command()
-@click.option("--data", type=click.Path(path_type=Path),
-              help="Folder with real/ and fake/ (or train/ val/ test/ splits of them), or an archive of one.")
+@click.option("--data", type=click.Path(path_type=Path), multiple=True,
+              help="Folder with real/ and fake/ (or train/ val/ test/ splits of them), or an archive of one. "
+                   "Repeat it to train on several sources at once (each carved and validated on its own, mixed "
+                   "equally; weights and caps per source in the config's `data:` list).")
 @click.option("--resume", type=click.Path(path_type=Path),
               help="Continue the killed run in this folder from its last finished epoch (no other option).")
 @click.option("--config", "config_path", metavar="NAME|FILE",
@@ -110,17 +112,18 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
         _tensorflow(verbose)
         resume_training(resume)
         return
-    if data is None:
-        raise click.UsageError("--data is required (or --resume RUN_DIR)")
-
     cfg = load_config(config_path, flags)
+    data = list(data) or None  # None: the config's data list
+    if data is None and not cfg.data:
+        raise click.UsageError("--data is required (or a config with a `data:` list, or --resume RUN_DIR)")
     preflight(cfg, out, overwrite)  # weights file, unfreeze target, output folder: before any slow work
-    resolve_data(data)  # an archive is extracted (once) here, with a message; training gets `data` itself
+    for src in data or cfg.data:  # an archive is extracted (once) here, with a message; training gets the path
+        resolve_data(src["path"] if isinstance(src, dict) else src)
     size = cfg.image_size or BACKBONES[cfg.backbone].image_size
     _echo(f"backbone {cfg.backbone} at {size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))
     _tensorflow(verbose)
-    run_training(data, cfg, out, overwrite=overwrite)
+    run_training(data[0] if data and len(data) == 1 else data, cfg, out, overwrite=overwrite)
 
 
 @main.command()

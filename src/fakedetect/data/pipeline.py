@@ -131,7 +131,8 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
 
 def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,
                  augment: AugmentConfig | None, seed: int, pillow_only: list[bool] | None = None,
-                 shard: tuple[int, int] = (1, 0), cache: bool = False) -> tf.data.Dataset:
+                 shard: tuple[int, int] = (1, 0), cache: bool = False, sources: list[int] | None = None,
+                 mix: list[float] | None = None) -> tf.data.Dataset:
     """The endless training stream of one input pipeline: (images, labels) batches of ``batch_size``, full only.
 
     The file list is reshuffled every epoch with ``seed`` (the same order on every worker), then sharded by
@@ -141,18 +142,28 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
 
     With ``cache`` (one pipeline only: the images fit in memory) the files are decoded once and kept; later
     epochs only shuffle, augment and resize them.
+
+    With several sources (``sources``: each file's source; ``mix``: each source's share), each source is
+    shuffled and repeated on its own and the stream draws from them at random in those shares (seeded: the same
+    draws on every worker, before sharding).
     """
     n_shards, index = shard
+    if cache and n_shards != 1:
+        raise ValueError("cached decoding is for a single input pipeline")
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(flags, tf.bool),
-                                             tf.constant(labels, tf.float32)))
-    if cache:
-        if n_shards != 1:
-            raise ValueError("cached decoding is for a single input pipeline")
-        ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE)
-        ds = ds.ignore_errors().cache().shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
-    else:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    src = np.asarray(sources if sources is not None and mix is not None else [0] * len(paths), int)
+    parts = []
+    for k in range(int(src.max(initial=0)) + 1):
+        sel = np.flatnonzero(src == k)
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant([paths[i] for i in sel], tf.string),
+                                                 tf.constant([flags[i] for i in sel], tf.bool),
+                                                 tf.constant([labels[i] for i in sel], tf.float32)))
+        if cache:
+            ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE)
+            ds = ds.ignore_errors().cache()
+        parts.append(ds.shuffle(len(sel), seed=seed + k, reshuffle_each_iteration=True).repeat())
+    ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(parts, weights=mix, seed=seed)
+    if not cache:
         if n_shards > 1:
             ds = ds.shard(n_shards, index)
         ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE,

@@ -27,9 +27,10 @@ class Split:
     pillow_only: list[bool] = field(default_factory=list)
     pixels: list[int] = field(default_factory=list)  # width * height per image
     digests: list[str] = field(default_factory=list)  # sha1 of each file's bytes (to find test/train overlap)
+    sources: list[int] = field(default_factory=list)  # which data source (of several --data) each image is from
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    COLUMNS = ("paths", "labels", "pillow_only", "pixels", "digests")
+    COLUMNS = ("paths", "labels", "pillow_only", "pixels", "digests", "sources")
 
     def counts(self) -> dict[str, int]:
         arr = np.asarray(self.labels, dtype=int)
@@ -38,10 +39,27 @@ class Split:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def add(self, path: str, label: int, pillow_only: bool, pixels: int, digest: str) -> None:
+    def add(self, path: str, label: int, pillow_only: bool, pixels: int, digest: str, source: int = 0) -> None:
         """Appends one checked image to every column."""
-        for col, value in zip(self.COLUMNS, (path, label, pillow_only, pixels, digest), strict=True):
+        for col, value in zip(self.COLUMNS, (path, label, pillow_only, pixels, digest, source), strict=True):
             getattr(self, col).append(value)
+
+    @classmethod
+    def join(cls, name: str, parts: list[Split]) -> Split:
+        """One split of several sources' splits, in order; the images of ``parts[k]`` get source ``k``."""
+        out = cls(name)
+        for k, part in enumerate(parts):
+            for col in cls.COLUMNS:
+                getattr(out, col).extend([k] * len(part) if col == "sources" else getattr(part, col))
+            out.skipped.extend(part.skipped)
+        return out
+
+    def source_counts(self) -> np.ndarray:
+        """(sources, 2) image counts per source and class."""
+        n = max(self.sources, default=-1) + 1
+        out = np.zeros((n, 2), int)
+        np.add.at(out, (np.asarray(self.sources, int), np.asarray(self.labels, int)), 1)
+        return out
 
     def take(self, keep: Iterable[int], name: str | None = None) -> Split:
         """A new split of the images at positions ``keep`` (in that order); ``skipped`` is not copied."""

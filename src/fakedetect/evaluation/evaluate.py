@@ -13,7 +13,7 @@ import pandas as pd
 from fakedetect import CLASS_NAMES
 from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
 from fakedetect.data.layout import choose_split, discover
-from fakedetect.data.splits import Split, digest_ids, to_split
+from fakedetect.data.splits import Split, digest_ids, subsample, to_split
 from fakedetect.evaluation.report import write_report
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
 from fakedetect.run import DECODE_FAILED, HASHES_FILE, Run, load_run, score_files
@@ -40,8 +40,9 @@ class EvalResult:
     metrics: dict
 
 
-def load_test_split(data: str | Path) -> Split:
-    """The split to evaluate: ``test`` if the folder has one, else the folder's only split."""
+def load_test_split(data: str | Path, max_per_class: int | None = None) -> Split:
+    """The split to evaluate: ``test`` if the folder has one, else the folder's only split (at most
+    ``max_per_class`` images per class of it, drawn with a fixed seed)."""
     layout = discover(data, require_both=False)
     name = choose_split(layout, "test", data)
     log.info(f"scoring every image of {data} (it has no splits)" if name == "all"
@@ -49,7 +50,7 @@ def load_test_split(data: str | Path) -> Split:
     if name in ("train", "val"):
         log.warning(f"WARNING: {data} holds only a '{name}' split: you are scoring images meant for training or "
                     "validation, not a held-out test set")
-    return to_split(name, layout[name], require_both=False)
+    return to_split(name, subsample(layout[name], max_per_class, 0), require_both=False)
 
 
 def score(run: Run, split: Split, batch_size: int = 64, perturb=None, tta: bool = False) -> Scored:

@@ -130,3 +130,32 @@ def _overlap_banner(m: dict) -> str:
     return (f"<p class='warn'>Warning: {overlap['n']} of {m['n']} test images ({overlap['share']:.1%}) are "
             f"byte-identical to images this run was trained ({overlap['in_train']}) or validated "
             f"({overlap['in_val']}) on; the metrics below include them. {rest}</p>")
+
+
+def cross_report(path: Path, table: pd.DataFrame, grids: dict[str, pd.DataFrame], fig: Path) -> Path:
+    """report.html of a cross-dataset comparison: the heatmaps, one table per measure, every cell's facts."""
+    def grid_html(title: str, grid: pd.DataFrame) -> str:
+        pct = title != "ROC AUC"
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in grid.columns)
+        body = "".join(
+            f"<tr><td>{html.escape(str(run))}</td>"
+            + "".join(f"<td>{'n/a' if pd.isna(v) else (f'{v:.1%}' if pct else f'{v:.4f}')}</td>" for v in row)
+            + "</tr>" for run, row in grid.iterrows())
+        return f"<h3>{html.escape(title)}</h3><table><tr><th>run (trained on)</th>{head}</tr>{body}</table>"
+
+    cells = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a", border=0)
+    left_out = int(table["seen in training (left out)"].sum())
+    note = (f"<p class='warn'>{left_out} test image(s) were in a run's training or validation data and are left "
+            "out of that run's cells.</p>" if left_out else "")
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>fakedetect cross-dataset comparison</title><style>{CSS}</style></head><body>
+<h1>Cross-dataset comparison</h1>
+<p class="sub">Every run scored on every test set: ROC AUC, accuracy at the run's own threshold, and the share of
+images its domain check calls unlike its training images (their verdicts are unreliable). Positive class: fake.</p>
+{note}<div class="figs"><figure><img src='{_img_uri(fig)}' alt='cross-dataset heatmaps'></figure></div>
+<h2>Tables</h2>{''.join(grid_html(t, g) for t, g in grids.items())}
+<h2>Every cell</h2>{cells}
+</body></html>
+"""
+    write_text(path, body)
+    return path

@@ -89,6 +89,19 @@ def unfreeze(model: keras.Model, top: int | str) -> list[str]:
     return names
 
 
+def feature_taps(model: keras.Model) -> list[str]:
+    """The backbone layers the domain check reads, shallow to deep: the stem's output, the last layer of every
+    stage (``block1...`` to ``block7...``, the EfficientNet naming) and the backbone's output (what the head pools).
+    A backbone without that naming gives its output only."""
+    names = [layer.name for layer in get_backbone(model).layers]
+    taps = [n for n in names if n == "stem_activation"]
+    for stage in range(1, 10):
+        in_stage = [n for n in names if n.startswith(f"block{stage}")]
+        if in_stage:
+            taps.append(in_stage[-1])
+    return [n for n in taps if n != names[-1]] + [names[-1]]
+
+
 def load_model(path) -> keras.Model:
     """Loads a saved ``model.keras`` with Keras' safe mode on (no arbitrary code)."""
     return keras.models.load_model(path, safe_mode=True, compile=False)

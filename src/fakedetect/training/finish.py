@@ -17,12 +17,12 @@ from fakedetect.atomic import atomic_path, write_json
 from fakedetect.card import ModelCard
 from fakedetect.config import TrainConfig
 from fakedetect.data.splits import Split
-from fakedetect.domain import DOMAIN_FILE, MAX_FIT_IMAGES, QUANTILE, fit_domain
+from fakedetect.domain import DOMAIN_FILE, MAX_FIT_IMAGES, METHOD, QUANTILE, fit_domain
 from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
-from fakedetect.run import MODEL_FILE, predict_raw
+from fakedetect.run import MODEL_FILE
 from fakedetect.training.cluster import num_workers, replicas
 from fakedetect.training.loop import STATE_FILE, read_state
-from fakedetect.training.validation import features
+from fakedetect.training.validation import score_split
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,18 @@ def finish_run(run_dir: Path, cfg: TrainConfig, strategy, train_split: Split, va
     if min(val_split.counts().values()) < FEW_VAL_IMAGES:
         log.warning(f"warning: validation holds {val_split.counts()} images: below {FEW_VAL_IMAGES} per class its "
                     "metrics, threshold and calibration mean little; give more data or a larger --val-fraction")
-    calibration, threshold, val_metrics = calibrate_on_validation(best, val_split, size, cfg)
-    domain = fit_domain_model(best, train_split, val_split, size, cfg, run_dir)
-    domain["sources"] = [summary["data_root"]]
+    # One pass over the validation images gives both what calibration needs and the domain threshold's features.
+    rng = np.random.default_rng(cfg.seed)
+    val_keep = np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES])
+    raw, val_feats, val_pos = score_split(best, val_split, size, cfg.batch_size, "validation images", val_keep)
+    ok = ~np.isnan(raw)  # a file TensorFlow could not decode after all is left out
+    y = np.asarray(val_split.labels)
+    calibration, threshold, val_metrics = calibrate_on_validation(y[ok], raw[ok], cfg)
+    if summary.get("sources"):
+        val_metrics["sources"] = _per_source(summary["sources"], val_split, y, raw, calibration, threshold)
+    domain = fit_domain_model(best, train_split, val_feats, size, cfg, run_dir)
+    domain["sources"] = [src["path"] for src in summary["sources"]] if summary.get("sources") \
+        else [summary["data_root"]]
     history = pd.DataFrame(rows)
     if len(history):
         plot_training_curves(history, run_dir / "training_curves.png")
@@ -79,6 +88,21 @@ def finish_run(run_dir: Path, cfg: TrainConfig, strategy, train_split: Split, va
     return TrainResult(run_dir, history, val_metrics, seconds)
 
 
+def _per_source(sources: list[dict], val: Split, y: np.ndarray, raw: np.ndarray, calibration: dict,
+                threshold: float) -> dict:
+    """Validation metrics of each source at the run's threshold (one threshold serves every source)."""
+    src = np.asarray(val.sources, int)
+    out = {}
+    for k, source in enumerate(sources):
+        sel = (src == k) & ~np.isnan(raw)
+        out[source["name"]] = binary_metrics(y[sel], apply_temperature(raw[sel], calibration["temperature"]),
+                                             threshold)
+        m = out[source["name"]]
+        auc = "undefined" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+        log.info(f"  validation, {source['name']}: {int(sel.sum())} images, accuracy {m['accuracy']:.4f}, AUC {auc}")
+    return out
+
+
 def _threshold_rule(cfg: TrainConfig, calibration: dict) -> str:
     if calibration.get("skipped"):
         return "0.5 (validation too small to choose one)"
@@ -86,15 +110,13 @@ def _threshold_rule(cfg: TrainConfig, calibration: dict) -> str:
     return rule + " on validation, on calibrated probabilities"
 
 
-def calibrate_on_validation(model, val: Split, image_size: int, cfg: TrainConfig) -> tuple[dict, float, dict]:
-    """Fits temperature scaling and picks the decision threshold on validation data.
+def calibrate_on_validation(y: np.ndarray, raw: np.ndarray, cfg: TrainConfig) -> tuple[dict, float, dict]:
+    """Fits temperature scaling and picks the decision threshold on the validation images' labels ``y`` and
+    uncalibrated P(fake) ``raw``.
 
     Returns:
         (calibration facts, threshold on calibrated P(fake), validation metrics at that threshold).
     """
-    raw = predict_raw(model, val.paths, image_size, cfg.batch_size, val.pillow_only)
-    ok = ~np.isnan(raw)  # a file TensorFlow could not decode after all is left out
-    y, raw = np.asarray(val.labels)[ok], raw[ok]
     small = int(min((y == 0).sum(), (y == 1).sum()))
     if small < MIN_CALIBRATION_IMAGES:
         # A temperature and a threshold fitted on a handful of images are noise (a perfectly separated tiny set
@@ -118,24 +140,50 @@ def calibrate_on_validation(model, val: Split, image_size: int, cfg: TrainConfig
     return calibration, threshold, metrics
 
 
-def fit_domain_model(model, train_split: Split, val_split: Split, size: int, cfg: TrainConfig,
+def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], size: int, cfg: TrainConfig,
                      run_dir: Path) -> dict:
-    """Fits the density of the training images' features (see :mod:`fakedetect.domain`), writes domain.npz and
-    returns the model card's description of the training domain."""
+    """Fits the density of the training images' features (see :mod:`fakedetect.domain`) with the threshold from
+    the validation images' features, writes domain.npz and returns the model card's description of the domain."""
+    from fakedetect.models.classifier import feature_taps
+
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
     fit = train_split.take(np.sort(rng.permutation(len(train_split))[:MAX_FIT_IMAGES]))
-    val = val_split.take(np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES]))
-    f_fit, y_fit = features(model, fit, size, cfg.batch_size, "training images (domain)")
-    f_val, _ = features(model, val, size, cfg.batch_size, "validation images (domain)")
-    domain = fit_domain(f_fit, y_fit, f_val)
+    _, f_fit, pos = score_split(model, fit, size, cfg.batch_size, "training images (domain)")
+    groups = np.asarray(fit.labels)[pos] + 2 * np.asarray(fit.sources)[pos]
+    domain = fit_domain(f_fit, groups, val_features, names=feature_taps(model))
     domain.save(run_dir / DOMAIN_FILE)
+    n_val = len(val_features[0]) if val_features else 0
     side = np.sqrt(np.asarray(train_split.pixels, np.float64))
-    log.info(f"training domain: feature density of {len(f_fit)} training images, threshold {domain.threshold:.2f} "
-             f"(the {QUANTILE:.0%} quantile of {len(f_val)} validation images) ({time.perf_counter() - t0:.0f}s)")
-    return {"method": "Mahalanobis distance to the nearer class mean of backbone features (shared covariance, "
-                      "Ledoit-Wolf); in domain when at most the threshold",
-            "threshold": domain.threshold, "quantile_of_validation": QUANTILE, "fit_images": len(f_fit),
-            "validation_images": len(f_val),
+    log.info(f"training domain: feature density of {len(pos)} training images at {len(domain.depths)} depths, "
+             f"threshold {domain.threshold:.2f} (the {QUANTILE:.0%} quantile of {n_val} validation images) "
+             f"({time.perf_counter() - t0:.0f}s)")
+    return {"method": METHOD, "depths": domain.names,
+            "threshold": domain.threshold, "quantile_of_validation": QUANTILE, "fit_images": int(len(pos)),
+            "validation_images": n_val,
             "image_side_px": {"min": int(side.min()), "median": int(np.median(side)), "max": int(side.max())}
             if len(side) else None}
+
+
+def refit_domain(run_dir: str | Path) -> dict:
+    """Fits a finished run's domain model again, as training does now (a run trained before the multi-depth
+    density gets it): its own data and config, the same validation carve. Rewrites domain.npz and the card's
+    domain section; returns that section."""
+    from fakedetect.config import load_config
+    from fakedetect.run import load_run
+    from fakedetect.training.inputs import prepare_data
+
+    run = load_run(run_dir)
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    state = read_state(Path(run_dir))
+    train_split, val_split, summary = prepare_data(state.get("data_root") or run.card.data["data_root"], cfg)
+    rng = np.random.default_rng(cfg.seed)
+    keep = np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES])
+    _, val_feats, _ = score_split(run.model, val_split.take(keep), run.image_size, cfg.batch_size,
+                                  "validation images")
+    domain = fit_domain_model(run.model, train_split, val_feats, run.image_size, cfg, Path(run_dir))
+    domain["sources"] = [src["path"] for src in summary["sources"]] if summary.get("sources") \
+        else [summary["data_root"]]
+    run.card.domain = domain
+    run.card.write(run_dir)
+    return domain

@@ -4,6 +4,7 @@ decoding (each worker reads and decodes only its own share of the images)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from fakedetect.config import TrainConfig
 from fakedetect.data.layout import choose_split, discover
 from fakedetect.data.splits import Split, carve_validation, subsample, to_split
+from fakedetect.errors import DataError
 from fakedetect.training.cluster import num_workers
 
 log = logging.getLogger(__name__)
@@ -18,37 +20,96 @@ log = logging.getLogger(__name__)
 CACHE_BYTES = 2 * 1024**3  # decoded training images are kept in memory up to this size (one machine only)
 
 
-def prepare_data(data_root: str | Path, cfg: TrainConfig) -> tuple[Split, Split, dict]:
-    """Finds, subsamples, checks and splits the data. Returns (train, val, summary)."""
-    layout = discover(data_root)
-    # val/ and test/ are never trained on; besides them, train/ or the folder's only split is.
-    train_name = choose_split({k: v for k, v in layout.items() if k not in ("val", "test")} or layout, "train",
-                              data_root)
+@dataclass
+class Source:
+    """One data set of a run: a folder or archive, its share of the training batches, an optional cap."""
+    path: str
+    weight: float = 1.0  # relative share of the training stream (sources are mixed by weight, not by size)
+    max_per_class: int | None = None  # this source's cap (else the config's max_per_class)
+    name: str = ""  # short name for tables and history columns (from the file name when empty)
 
-    files = subsample(layout[train_name], cfg.max_per_class, cfg.seed)
-    pool = to_split(train_name, files)
+
+def data_sources(data, cfg: TrainConfig) -> list[Source]:
+    """The run's sources from ``data`` (a path, or a list of paths / ``{path, weight, max_per_class}`` mappings:
+    repeated ``--data``, the config's ``data`` list, a resumed run's state), else from ``cfg.data``.
+
+    Raises:
+        DataError: no source at all.
+    """
+    entries = data if isinstance(data, list | tuple) else ([data] if data is not None else list(cfg.data or []))
+    if not entries:
+        raise DataError("no training data: give --data (once per source) or a `data:` list in the config")
+    out, seen = [], {}
+    for e in entries:
+        src = Source(**e) if isinstance(e, dict) else Source(str(e))
+        stem = src.name or _stem(src.path)
+        seen[stem] = seen.get(stem, 0) + 1
+        src.name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+        out.append(src)
+    return out
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name or Path(path).resolve().name
+    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, dict]:
+    """Finds, subsamples, checks and splits every source (each carved on its own, stratified by class), then
+    joins them. Returns (train, val, summary)."""
+    sources = data_sources(data, cfg)
+    trains, vals, facts = [], [], []
+    for k, src in enumerate(sources):
+        train, val, fact = _prepare_source(src, cfg, k)
+        trains.append(train)
+        vals.append(val)
+        facts.append(fact)
+    train, val = Split.join("train", trains), Split.join("val", vals)
+    summary = {
+        "data_root": facts[0]["path"] if len(facts) == 1 else [f["path"] for f in facts],
+        "train": train.counts(),
+        "val": val.counts(),
+        "val_source": facts[0]["val_source"] if len(facts) == 1 else "per source: see sources",
+        "skipped": len(train.skipped) + len(val.skipped),
+        "unused_splits": facts[0]["unused_splits"] if len(facts) == 1 else [],
+    }
+    if len(sources) > 1:
+        summary["sources"] = facts
+    return train, val, summary
+
+
+def _prepare_source(src: Source, cfg: TrainConfig, k: int) -> tuple[Split, Split, dict]:
+    layout = discover(src.path)
+    # val/ and test/ are never trained on; besides them, train/ or the folder's only split is.
+    train_name = choose_split({n: v for n, v in layout.items() if n not in ("val", "test")} or layout, "train",
+                              src.path)
+    cap = src.max_per_class if src.max_per_class is not None else cfg.max_per_class
+    pool = to_split(train_name, subsample(layout[train_name], cap, cfg.seed + 17 * k))
     if "val" in layout:
-        val = to_split("val", subsample(layout["val"], cfg.max_per_class, cfg.seed + 1))
+        val = to_split("val", subsample(layout["val"], cap, cfg.seed + 1 + 17 * k))
         train = pool
         train.name = "train"
         val_source = "val folder"
     else:
-        train, val = carve_validation(pool, cfg.val_fraction, cfg.seed)
-        val_source = f"{cfg.val_fraction:.0%} of {train_name}, stratified, seed {cfg.seed}"
-    summary = {
-        "data_root": str(Path(data_root).resolve()),
-        "train": train.counts(),
-        "val": val.counts(),
-        "val_source": val_source,
-        "skipped": len(train.skipped) + len(val.skipped),
-        "unused_splits": sorted(s for s in layout if s not in (train_name, "val")),
-    }
-    return train, val, summary
+        train, val = carve_validation(pool, cfg.val_fraction, cfg.seed + 17 * k)
+        val_source = f"{cfg.val_fraction:.0%} of {train_name}, stratified, seed {cfg.seed + 17 * k}"
+    fact = {"name": src.name, "path": str(Path(src.path).resolve()), "weight": src.weight,
+            "max_per_class": src.max_per_class, "train": train.counts(), "val": val.counts(),
+            "val_source": val_source, "unused_splits": sorted(n for n in layout if n not in (train_name, "val"))}
+    return train, val, fact
 
 
-def class_weights(split: Split, mode: str) -> np.ndarray:
-    """Per-class loss weights [real, fake]: balanced when the classes differ by more than 10% (mode "auto")."""
-    counts = np.bincount(np.asarray(split.labels), minlength=2)
+def class_weights(split: Split, mode: str, mix: list[float] | None = None) -> np.ndarray:
+    """Per-class loss weights [real, fake]: balanced when the classes differ by more than 10% (mode "auto"), as
+    the training stream sees them (with several sources: each source's class shares, mixed by ``mix``)."""
+    if mix is None:
+        counts = np.bincount(np.asarray(split.labels), minlength=2).astype(np.float64)
+    else:
+        per_source = split.source_counts().astype(np.float64)
+        counts = (per_source / per_source.sum(axis=1, keepdims=True).clip(min=1) * np.asarray(mix)[:, None]).sum(0)
     if mode == "none" or counts.min() >= 0.9 * counts.max():
         return np.ones(2, np.float32)
     return (counts.sum() / (2 * counts)).astype(np.float32)
@@ -59,8 +120,10 @@ def shard_of(split: Split, n_workers: int, index: int) -> Split:
     return split if n_workers == 1 else split.take(range(index, len(split), n_workers))
 
 
-def image_stream(strategy, split: Split, image_size: int, global_batch: int, cfg: TrainConfig, seed: int):
-    """The distributed, endless training stream of images: each input pipeline reads its shard of the files."""
+def image_stream(strategy, split: Split, image_size: int, global_batch: int, cfg: TrainConfig, seed: int,
+                 mix: list[float] | None = None):
+    """The distributed, endless training stream of images: each input pipeline reads its shard of the files;
+    several sources are drawn in the shares ``mix``."""
     import tensorflow as tf
 
     from fakedetect.data.pipeline import build_stream
@@ -72,19 +135,27 @@ def image_stream(strategy, split: Split, image_size: int, global_batch: int, cfg
         per_replica = ctx.get_per_replica_batch_size(global_batch)
         return build_stream(split.paths, split.labels, image_size, per_replica, cfg.augment, seed,
                             split.pillow_only, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id),
-                            cache=cache and ctx.num_input_pipelines == 1)
+                            cache=cache and ctx.num_input_pipelines == 1, sources=split.sources, mix=mix)
 
     return strategy.distribute_datasets_from_function(fn), cache
 
 
-def feature_stream(strategy, features: np.ndarray, labels: np.ndarray, global_batch: int, seed: int):
-    """The distributed, endless stream of this worker's cached features (already its own shard)."""
+def feature_stream(strategy, features: np.ndarray, labels: np.ndarray, global_batch: int, seed: int,
+                   sources: np.ndarray | None = None, mix: list[float] | None = None):
+    """The distributed, endless stream of this worker's cached features (already its own shard); several
+    sources are drawn in the shares ``mix``."""
     import tensorflow as tf
+
+    src = np.zeros(len(features), int) if sources is None or mix is None else np.asarray(sources, int)
 
     def fn(ctx: tf.distribute.InputContext):
         per_replica = ctx.get_per_replica_batch_size(global_batch)
-        ds = tf.data.Dataset.from_tensor_slices((features, labels))
-        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True).repeat()
+        parts = []
+        for k in range(int(src.max(initial=0)) + 1):
+            sel = src == k
+            ds = tf.data.Dataset.from_tensor_slices((features[sel], labels[sel]))
+            parts.append(ds.shuffle(int(sel.sum()), seed=seed + k, reshuffle_each_iteration=True).repeat())
+        ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(parts, weights=mix, seed=seed)
         return ds.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(fn)

@@ -93,6 +93,7 @@ class Loop:
     best_val_loss: float = math.inf
     best_weights: list | None = None
     epochs_done: int = 0
+    source_names: list[str] = field(default_factory=list)  # several sources: validation metrics of each
 
     def save_best(self) -> None:
         """Keeps the best weights in memory on every worker; the chief also writes model.keras."""
@@ -197,6 +198,8 @@ class Loop:
                    "val_accuracy": val["accuracy"], "val_auc": val["auc"], "learning_rate": lr,
                    "image_size": size or None, "weights": kept["weights"], "val_loss_raw": kept["raw"],
                    "val_loss_ema": kept["ema"], "seconds": round(time.perf_counter() - t0, 2)}
+            for name, m in zip(self.source_names, val.get("sources", []), strict=False):
+                row[f"val_auc[{name}]"], row[f"val_accuracy[{name}]"] = m["auc"], m["accuracy"]
             stopping, notes = sched.after_epoch(val["loss"], e)
             saved = manager.save()  # every worker saves (the others into their temporary folder)
             self.state.update(phase=phase.name, phase_epoch=e, epoch=self.epochs_done, **sched.state(),
@@ -234,14 +237,14 @@ class Loop:
     def _validate_and_keep_best(self, phase: Phase, optimizer) -> tuple[dict, dict]:
         """Validates the weights (and, with ema_decay, their moving average: the better of the two counts) and
         saves them when they are the best so far. Training goes on from the raw weights either way."""
-        val = sums_to_metrics(all_reduce_sum(self.strategy, phase.validate()))
+        val = _metrics(all_reduce_sum(self.strategy, phase.validate()))
         kept = {"weights": "raw", "raw": val["loss"], "ema": None}
         raw = None
         if self.cfg.ema_decay:
             variables = phase.model.trainable_variables
             raw = [np.array(v.numpy()) for v in variables]
             optimizer.finalize_variable_values(variables)  # the moving average into the model
-            ema = sums_to_metrics(all_reduce_sum(self.strategy, phase.validate()))
+            ema = _metrics(all_reduce_sum(self.strategy, phase.validate()))
             kept["ema"] = ema["loss"]
             if np.isfinite(ema["loss"]) and not ema["loss"] >= val["loss"]:
                 val, kept["weights"] = ema, "ema"
@@ -253,6 +256,15 @@ class Loop:
         if raw is not None:
             _assign(phase.model.trainable_variables, raw)
         return val, kept
+
+
+def _metrics(sums: np.ndarray) -> dict:
+    """Validation metrics of all images, and of each source (``sources``) when the sums hold several."""
+    n = 3 + 2 * AUC_BINS
+    out = sums_to_metrics(sums[:n])
+    if len(sums) > n:
+        out["sources"] = [sums_to_metrics(sums[i:i + n]) for i in range(n, len(sums), n)]
+    return out
 
 
 def _assign(variables, values) -> None:

@@ -38,6 +38,23 @@ class Setup:
     def chief(self) -> bool:
         return is_chief()
 
+    @property
+    def source_names(self) -> list[str]:
+        return [src["name"] for src in self.summary.get("sources", [])]
+
+    @property
+    def n_sources(self) -> int:
+        return max(1, len(self.source_names))
+
+    @property
+    def mix(self) -> list[float] | None:
+        """Each source's share of the training stream (normalised weights); None with one source."""
+        sources = self.summary.get("sources")
+        if not sources:
+            return None
+        total = sum(src["weight"] for src in sources)
+        return [src["weight"] / total for src in sources]
+
 
 def global_batch(s: Setup) -> int:
     return s.cfg.batch_size * replicas(s.strategy)
@@ -73,21 +90,24 @@ def frozen_phase(s: Setup, loop: Loop) -> Phase:
              + (f" (resuming after epoch {start})" if s.resume and start else ""))
     if not cfg.cache_features:
         return Phase("frozen", model,
-                     lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg, cfg.seed + seed)[0],
-                     validator(model, val_shard(s), size, cfg.batch_size),
+                     lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg, cfg.seed + seed,
+                                                  s.mix)[0],
+                     validator(model, val_shard(s), size, cfg.batch_size, n_sources=s.n_sources),
                      cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
     t0 = time.perf_counter()
     shard = shard_of(s.train, num_workers(strategy), worker_index(strategy))
-    f_train, y_train = features(model, shard, size, cfg.batch_size, "training images")
-    f_val, y_val = features(model, val_shard(s), size, cfg.batch_size, "validation images")
+    f_train, y_train, src_train = features(model, shard, size, cfg.batch_size, "training images")
+    f_val, y_val, src_val = features(model, val_shard(s), size, cfg.batch_size, "validation images")
     log.info(f"  features computed once for {len(f_train) + len(f_val)} images "
              f"({time.perf_counter() - t0:.0f}s); the frozen epochs train the head on them")
     with strategy.scope():
         inp = keras.Input((f_train.shape[1],), name="features")
         head = keras.Model(inp, model.get_layer(OUTPUT_LAYER)(model.get_layer(DROPOUT_LAYER)(inp)), name="head")
     return Phase("frozen", head,
-                 lambda seed, _: feature_stream(strategy, f_train, y_train, loop.global_batch, cfg.seed + seed),
-                 validator(head, None, size, cfg.batch_size, features=(f_val, y_val)),
+                 lambda seed, _: feature_stream(strategy, f_train, y_train, loop.global_batch, cfg.seed + seed,
+                                                src_train, s.mix),
+                 validator(head, None, size, cfg.batch_size, features=(f_val, y_val, src_val),
+                           n_sources=s.n_sources),
                  cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
 
 
@@ -110,6 +130,6 @@ def finetune_phase(s: Setup, loop: Loop) -> Phase:
              + (f" (resuming after epoch {loop.epochs_done})" if s.resume and start else ""))
     return Phase("finetune", trained,
                  lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg,
-                                              cfg.seed + 1000 + seed)[0],
-                 validator(model, val_shard(s), size, cfg.batch_size),
+                                              cfg.seed + 1000 + seed, s.mix)[0],
+                 validator(model, val_shard(s), size, cfg.batch_size, n_sources=s.n_sources),
                  cfg.epochs_finetune, rate, steps, warmup, sizes)

@@ -59,13 +59,15 @@ def preflight(cfg: TrainConfig, out: str | Path | None, overwrite: bool = False)
         check_out_dir(Path(out), overwrite, "run folder", RunExistsError)
 
 
-def train(data_root: str | Path, cfg: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
+def train(data_root, cfg: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
           resume: bool = False) -> TrainResult:
     """Trains a model on ``data_root`` and writes a complete run folder (the chief's; other workers of a
     multi-worker run write into a temporary folder they remove). Progress goes to the ``fakedetect`` logger.
 
     Args:
-        data_root: folder with real/ and fake/ (or train/val/test splits of them).
+        data_root: folder with real/ and fake/ (or train/val/test splits of them), or an archive of one; or a
+            list of them (several sources: paths, or ``{path, weight, max_per_class}`` mappings); None: the
+            config's ``data`` list.
         cfg: the resolved configuration.
         out: run folder; a new timestamped folder under ``runs/`` when None.
         overwrite: allow a non-empty ``out``.
@@ -138,7 +140,7 @@ def _train(s: Setup) -> TrainResult:
     s.state = read_state(s.out) if s.resume else {}
     if s.chief:
         _write_run_inputs(s)
-    s.state.setdefault("data_root", s.summary["data_root"])
+    s.state.setdefault("data_root", _data_spec(s.summary))
     keras.utils.set_random_seed(s.cfg.seed)
     mixed = _mixed_precision(s)
     with s.strategy.scope():
@@ -165,6 +167,13 @@ def _train(s: Setup) -> TrainResult:
                       image_size(model), s.t_start)
 
 
+def _data_spec(summary: dict):
+    """What a resumed run reads its data from: the path, or every source with its weight and cap."""
+    if not summary.get("sources"):
+        return summary["data_root"]
+    return [{k: src[k] for k in ("path", "weight", "max_per_class", "name")} for src in summary["sources"]]
+
+
 def _describe(s: Setup) -> None:
     n_rep = replicas(s.strategy)
     log.info(f"run folder: {s.run_dir}" + ("" if s.chief else f" (worker {worker_index(s.strategy)}: temporary "
@@ -173,6 +182,9 @@ def _describe(s: Setup) -> None:
         log.info(f"strategy {type(s.strategy).__name__}: {n_rep} replica(s) on {num_workers(s.strategy)} "
                  f"machine(s), global batch {global_batch(s)}, learning rates x{lr_scale(s)}")
     log.info(f"train: {s.train.counts()}  val: {s.val.counts()}  ({s.summary['val_source']})")
+    for src, share in zip(s.summary.get("sources", []), s.mix or [], strict=False):
+        log.info(f"  source {src['name']}: train {src['train']}, val {src['val']} ({src['val_source']}); "
+                 f"{share:.0%} of the training batches")
     if s.summary["skipped"]:
         log.info(f"skipped {s.summary['skipped']} unreadable file(s): listed in {s.run_dir / 'skipped.txt'}")
 
@@ -181,7 +193,7 @@ def _write_run_inputs(s: Setup) -> None:
     """The chief's record of what this run trains on: config, state, skipped files, content ids."""
     if not s.resume:
         write_text(s.run_dir / "config.yaml", dump_config(s.cfg))
-        write_json(s.run_dir / STATE_FILE, {"data_root": s.summary["data_root"], "phase": "frozen"})
+        write_json(s.run_dir / STATE_FILE, {"data_root": _data_spec(s.summary), "phase": "frozen"})
     elif (s.run_dir / HISTORY_FILE).is_file():
         # Epochs after the last state.json (killed between the two writes) are run again: drop their rows.
         rows = pd.read_csv(s.run_dir / HISTORY_FILE)
@@ -214,7 +226,7 @@ def _mixed_precision(s: Setup) -> bool:
 
 
 def _make_loop(s: Setup, model, mixed: bool) -> Loop:
-    weights = class_weights(s.train, s.cfg.class_weights)
+    weights = class_weights(s.train, s.cfg.class_weights, s.mix)
     if not np.allclose(weights, 1):
         log.info(f"class weights (imbalanced classes): real {weights[0]:.3f}, fake {weights[1]:.3f}")
     done = int(s.state.get("epoch", 0))
@@ -223,7 +235,7 @@ def _make_loop(s: Setup, model, mixed: bool) -> Loop:
     recorder = Recorder(s.run_dir, s.chief, rows=[r for r in history if r["epoch"] <= done])
     return Loop(s.strategy, s.cfg, model, global_batch(s), weights, recorder, s.run_dir / "checkpoints", s.out,
                 s.state, mixed_precision=mixed, best_val_loss=float(s.state.get("best_val_loss", np.inf)),
-                epochs_done=done if s.resume else 0, resumed=s.resume)
+                epochs_done=done if s.resume else 0, resumed=s.resume, source_names=s.source_names)
 
 
 def _check_same_data(s: Setup) -> None:

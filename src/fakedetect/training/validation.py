@@ -17,42 +17,77 @@ from fakedetect.training.sums import binary_sums
 log = logging.getLogger(__name__)
 
 
-def features(model, split: Split, size: int, batch_size: int, what: str = "images") -> tuple[np.ndarray, np.ndarray]:
-    """Backbone features (after pooling) of un-augmented images, and their labels; undecodable files left out."""
+def features(model, split: Split, size: int, batch_size: int,
+             what: str = "images") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backbone features (after pooling) of un-augmented images, their labels and their sources; undecodable
+    files left out."""
     fn = scoring_function(model)  # (P(fake), pooled features), compiled once per model
     idx, feats = [], []
     with Progress(f"features of {what}", len(split), log) as progress:
         for i, x, _ in eval_batches(split, size, batch_size):
             idx.append(i.numpy())
-            feats.append(np.asarray(fn(x)[1], np.float32))
+            feats.append(np.asarray(fn(x)[1][-1], np.float32))
             progress.update(int(idx[-1][-1]) + 1)
     if not feats:
         width = int(model.get_layer(POOL_LAYER).output.shape[-1])
-        return np.zeros((0, width), np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, width), np.float32), np.zeros(0, np.float32), np.zeros(0, int)
     idx = np.concatenate(idx)
-    return np.concatenate(feats), np.asarray(split.labels, np.float32)[idx]
+    sources = np.asarray(split.sources, int)[idx] if split.sources else np.zeros(len(idx), int)
+    return np.concatenate(feats), np.asarray(split.labels, np.float32)[idx], sources
 
 
-def validator(model, split: Split | None, size: int, batch_size: int, features=None):
+def score_split(model, split: Split, size: int, batch_size: int, what: str = "images",
+                keep: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """One forward pass over un-augmented images: (uncalibrated P(fake) of each image, NaN for a file that could
+    not be decoded; the features at every depth (see :func:`fakedetect.run.scoring_function`) of the images at
+    positions ``keep`` (all when None) that decoded; those positions)."""
+    fn = scoring_function(model)
+    p = np.full(len(split), np.nan)
+    wanted = np.ones(len(split), bool) if keep is None else np.isin(np.arange(len(split)), keep)
+    positions, feats = [], []
+    with Progress(f"scored {what}", len(split), log) as progress:
+        for i, x, _ in eval_batches(split, size, batch_size):
+            i = i.numpy()
+            prob, depths = fn(x)
+            p[i] = np.asarray(prob, np.float64).reshape(-1)
+            sel = wanted[i]
+            if sel.any():
+                positions.append(i[sel])
+                feats.append([np.asarray(f, np.float32)[sel] for f in depths])
+            progress.update(int(i[-1]) + 1)
+    if not feats:
+        return p, [], np.zeros(0, int)
+    return p, [np.concatenate(f) for f in zip(*feats, strict=True)], np.concatenate(positions)
+
+
+def validator(model, split: Split | None, size: int, batch_size: int, features=None, n_sources: int = 1):
     """A function giving this worker's validation sums (see :func:`binary_sums`), from a local forward pass
-    over its share of the validation images (or ``features``); its compiled model call is made once."""
+    over its share of the validation images (or ``features``: (features, labels, sources)); its compiled model
+    call is made once. With several sources, the sums of every source follow those of all images."""
     import tensorflow as tf
 
     fn = tf.function(lambda x: tf.reshape(model(x, training=False), [-1]), reduce_retracing=True)
 
     def validate() -> np.ndarray:
-        ys, ps = [], []
+        ys, ps, ss = [], [], []
         if features is not None:
-            f, y = features
+            f, y, src = features
             for i in range(0, len(f), 256):
                 ps.append(np.asarray(fn(f[i:i + 256]), np.float64))
             ys.append(y)
+            ss.append(src)
         else:
-            for _, x, y in eval_batches(split, size, batch_size):
+            sources = np.asarray(split.sources, int) if split.sources else np.zeros(len(split), int)
+            for i, x, y in eval_batches(split, size, batch_size):
                 ps.append(np.asarray(fn(x), np.float64))
                 ys.append(y.numpy())
+                ss.append(sources[i.numpy()])
         y = np.concatenate(ys) if ys else np.zeros(0)
         p = np.concatenate(ps) if ps else np.zeros(0)
-        return binary_sums(y, p)
+        src = np.concatenate(ss) if ss else np.zeros(0, int)
+        sums = [binary_sums(y, p)]
+        if n_sources > 1:
+            sums += [binary_sums(y[src == k], p[src == k]) for k in range(n_sources)]
+        return np.concatenate(sums)
 
     return validate

@@ -93,7 +93,7 @@ class Scorer:
     """Holds the run and a compiled inference function; one per process."""
     def __init__(self, run: Run):
         self.run = run
-        self._predict = scoring_function(run.model)  # the one scoring function: (P(fake), pooled features)
+        self._predict = scoring_function(run.model)  # the one scoring function: (P(fake), features)
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
@@ -141,7 +141,7 @@ class Scorer:
             p, feats = self._predict(batch)
         raw = np.asarray(p, dtype=np.float64).reshape(-1)
         prob = self.run.calibrate(raw)
-        dist = self.run.domain.distance(np.asarray(feats)[:1]) if self.run.domain is not None else None
+        dist = self.run.domain.distance([np.asarray(f)[:1] for f in feats]) if self.run.domain is not None else None
         domain = {k: v[0] for k, v in self.run.domain_fields(dist, 1).items()}
         t = self.run.threshold
         label = "fake" if prob[0] >= t else "real"

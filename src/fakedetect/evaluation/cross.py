@@ -1,0 +1,159 @@
+"""The cross-dataset table: every run scored on every test set (train on one source, test on all: the table the
+field's benchmarks publish), with the share of each set that the run's domain check calls unlike its training.
+
+One cell per (run, test set): ROC AUC, accuracy at the run's threshold, the share flagged out of domain, and the
+number of images. Test images a run was trained or validated on (byte-identical files) are left out of its cells
+and counted, so that a cell is always a held-out figure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
+from fakedetect.data.splits import Split, digest_ids
+from fakedetect.evaluation.evaluate import load_test_split, score
+from fakedetect.metrics import binary_metrics
+from fakedetect.run import HASHES_FILE, Run, load_run
+
+log = logging.getLogger(__name__)
+
+MEASURES = {"roc_auc": "ROC AUC", "accuracy": "accuracy", "out_of_domain": "out of domain"}
+
+
+@dataclass
+class Cell:
+    run: str
+    data: str
+    n: int  # images scored in this cell (held out from the run)
+    n_seen: int  # test images left out: the run trained or validated on them
+    roc_auc: float | None
+    accuracy: float | None
+    out_of_domain: float | None  # share flagged unlike the training images (None: the run has no domain model)
+    # Per image, for further analysis (benchmarks): labels, calibrated P(fake), domain distance.
+    y: np.ndarray = field(repr=False, default=None)
+    prob: np.ndarray = field(repr=False, default=None)
+    distance: np.ndarray | None = field(repr=False, default=None)
+
+
+def run_name(run: Run) -> str:
+    """A run's row label: its folder name."""
+    return run.path.name
+
+
+def training_sources(run: Run) -> list[str]:
+    """The names of the data sets a run was trained on."""
+    data = run.card.data
+    if data.get("sources"):
+        return [s["name"] for s in data["sources"]]
+    root = data.get("data_root")
+    return [Path(r).name for r in (root if isinstance(root, list) else [root])] if root else []
+
+
+def data_name(path: str | Path) -> str:
+    name = Path(path).name
+    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _seen(run: Run, split: Split) -> np.ndarray:
+    """Which test images the run trained or validated on (byte-identical files)."""
+    path = run.path / HASHES_FILE
+    if not path.is_file() or not split.digests:
+        return np.zeros(len(split), bool)
+    with np.load(path) as z:
+        known = np.concatenate([z["train"], z["val"]])
+    return np.isin(digest_ids(split.digests), known)
+
+
+def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64,
+                 max_per_class: int | None = None) -> tuple[list[Cell], dict[str, list[str]], list[str]]:
+    """Scores every test set with every run. Returns (cells, run name -> training sources, test set names)."""
+    names = _unique([data_name(d) for d in datas])
+    splits = {}
+    for name, data in zip(names, datas, strict=True):
+        splits[name] = load_test_split(data, max_per_class=max_per_class)
+    cells, sources = [], {}
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        rname = _unique(list(sources) + [run_name(run)])[-1]
+        sources[rname] = training_sources(run)
+        for dname, split in splits.items():
+            log.info(f"{rname} on {dname}: {len(split)} images")
+            s = score(run, split, batch_size)
+            seen = _seen(run, s.split)
+            keep = ~seen
+            y, prob = s.y[keep], s.prob[keep]
+            dist = s.distance[keep] if s.distance is not None else None
+            m = binary_metrics(y, prob, run.threshold) if len(y) else {"roc_auc": None, "accuracy": None}
+            ood = float((~run.domain.in_domain(dist)).mean()) if dist is not None and len(y) else None
+            if seen.any():
+                log.warning(f"  {int(seen.sum())} of {len(seen)} images of {dname} were in {rname}'s training or "
+                            "validation data: left out of its cell")
+            cells.append(Cell(rname, dname, int(len(y)), int(seen.sum()), m["roc_auc"], m["accuracy"], ood,
+                              y, prob, dist))
+    return cells, sources, names
+
+
+def _unique(names: list[str]) -> list[str]:
+    out, seen = [], {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def long_table(cells: list[Cell], sources: dict[str, list[str]]) -> pd.DataFrame:
+    return pd.DataFrame([{"run": c.run, "trained on": " + ".join(sources[c.run]), "test set": c.data,
+                          "images": c.n, "seen in training (left out)": c.n_seen, "roc_auc": c.roc_auc,
+                          "accuracy": c.accuracy, "out_of_domain": c.out_of_domain} for c in cells])
+
+
+def pivot(table: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Rows = runs (with their training sources), columns = test sets, cells = ``measure``."""
+    rows = table.assign(run=table["run"] + " (" + table["trained on"] + ")")
+    return rows.pivot(index="run", columns="test set", values=measure).reindex(
+        columns=list(dict.fromkeys(table["test set"])), index=list(dict.fromkeys(rows["run"])))
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """One Markdown table: each cell "AUC / accuracy / out of domain"."""
+    def cell(r) -> str:
+        parts = [f"{r.roc_auc:.3f}" if pd.notna(r.roc_auc) else "n/a",
+                 f"{r.accuracy:.1%}" if pd.notna(r.accuracy) else "n/a",
+                 f"{r.out_of_domain:.0%} OOD" if pd.notna(r.out_of_domain) else "OOD n/a"]
+        return " / ".join(parts) + (f" ({r.images})" if r.images else " (no unseen image)")
+
+    t = table.assign(cell=[cell(r) for r in table.itertuples()])
+    grid = pivot(t, "cell")
+    lines = ["| run (trained on) | " + " | ".join(grid.columns) + " |", "|---" * (len(grid.columns) + 1) + "|"]
+    lines += [f"| {run} | " + " | ".join(str(v) for v in row) + " |" for run, row in grid.iterrows()]
+    return ("Each cell: ROC AUC / accuracy at the run's threshold / share flagged out of domain (images).\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def write_cross(out_dir: Path, cells: list[Cell], sources: dict[str, list[str]], overwrite: bool = False) -> Path:
+    """cross.csv, cross.md, cross.png (heatmaps) and report.html in ``out_dir``; cross.json last."""
+    from fakedetect.evaluation.report import cross_report
+    from fakedetect.plots import plot_cross
+
+    fresh_dir(out_dir, overwrite)
+    table = long_table(cells, sources)
+    with atomic_path(out_dir / "cross.csv", suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    md = markdown(table)
+    write_text(out_dir / "cross.md", md)
+    fig = plot_cross({label: pivot(table, m) for m, label in MEASURES.items()}, out_dir / "cross.png")
+    cross_report(out_dir / "report.html", table, {label: pivot(table, m) for m, label in MEASURES.items()}, fig)
+    write_json(out_dir / "cross.json", {"created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                        "cells": table.to_dict(orient="records"), "runs": sources})
+    return out_dir
+
