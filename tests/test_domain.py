@@ -69,6 +69,7 @@ def test_run_holds_its_domain_and_predict_reports_it(tiny_run, tiny_data, tmp_pa
     assert d["threshold"] > 0 and d["fit_images"] == 18 and d["validation_images"] == 6
     assert d["image_side_px"] == {"min": 48, "median": 48, "max": 48} and d["sources"]
     assert d["depths"][0] == "stem_activation" and len(d["depths"]) == 9  # stem, 7 stages, the last features
+    assert sum(d["formats"]["real"].values()) == 9 and set(d["formats"]["fake"]) <= {"PNG", "JPEG"}
     assert DomainModel.load(tiny_run / DOMAIN_FILE).threshold == d["threshold"]
     odd = tmp_path / "odd"
     odd.mkdir()
@@ -98,6 +99,8 @@ def test_api_and_evaluate_carry_the_domain_fields(tiny_run, tiny_data, tmp_path)
     from fakedetect.web import create_app
 
     c = create_app(tiny_run, {"TESTING": True}).test_client()
+    page = c.get("/").get_data(as_text=True)
+    assert 'Trained on <span id="trained-on">data (48 px; JPEG, PNG)</span>' in page  # the card's domain, shown
     # A training image (its features fitted the density: on 18 images a held-out one can be as far as noise).
     with np.load(tiny_run / "data_hashes.npz") as z:
         trained = set(z["train"].tolist())

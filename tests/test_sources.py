@@ -10,6 +10,7 @@ from PIL import Image
 
 from fakedetect.cli.main import main
 from fakedetect.config import ConfigError, load_config
+from fakedetect.errors import DataError
 from fakedetect.data.splits import Split
 from fakedetect.training.inputs import class_weights, data_sources
 
@@ -19,6 +20,9 @@ def test_sources_are_named_from_their_files_and_the_config_checks_them():
     srcs = data_sources(None, cfg)
     assert [(s.name, s.weight) for s in srcs] == [("cifake-train", 1.0), ("faces", 2)]
     assert [s.name for s in data_sources(["a/set", "b/set"], cfg)] == ["set", "set-2"]  # --data wins
+    assert [s.name for s in data_sources(["a/x", "b/x", "c/x-2"], cfg)] == ["x", "x-3", "x-2"]  # all distinct
+    with pytest.raises(DataError, match="twice"):
+        data_sources(["a/x", "a/x/"], cfg)  # one set carved twice would validate on its own training images
     for bad in ([], [{"path": "a", "weight": 0}], [{"path": "a", "colour": 1}], [{"path": "a", "max_per_class": 1}]):
         with pytest.raises(ConfigError, match="data"):
             load_config(None, {"data": bad})
@@ -79,3 +83,16 @@ def test_a_run_on_two_sources_reports_each(tiny_data, tmp_path):
     assert [s["name"] for s in state["data_root"]] == names  # what --resume reads
     assert len(DomainModel.load(out / DOMAIN_FILE).depths[0].means) == 4  # one mean per source and class
     assert card["domain"]["sources"] == [s["path"] for s in card["data"]["sources"]]
+
+
+def test_one_capped_source_keeps_its_cap_for_resume(tiny_data):
+    from fakedetect.training.inputs import prepare_data
+    from fakedetect.training.recipe import _data_spec
+
+    cfg = load_config(None, {"data": [{"path": str(tiny_data), "max_per_class": 6}], "val_fraction": 0.25})
+    train, val, summary = prepare_data(None, cfg)
+    assert len(train) + len(val) == 12 and "sources" not in summary  # one source: no per-source machinery
+    spec = _data_spec(summary)
+    assert spec == [{"path": str(tiny_data.resolve()), "weight": 1.0, "max_per_class": 6, "name": "data"}]
+    again, _, _ = prepare_data(spec, load_config(None, {"val_fraction": 0.25}))  # what --resume passes
+    assert again.paths == train.paths

@@ -44,6 +44,23 @@ class ModelCard:
     def temperature(self) -> float:
         return float(self.calibration.get("temperature", 1.0))
 
+    def training_domain(self) -> str:
+        """One line on what the model was trained on, e.g. "cifake-train (32 px, JPEG)"; "" when unknown."""
+        data, dom = self.data or {}, self.domain or {}
+        names = [s["name"] for s in data.get("sources", [])] or [
+            Path(r).name for r in ([data["data_root"]] if isinstance(data.get("data_root"), str)
+                                   else data.get("data_root") or [])]
+        if not names:
+            return ""
+        facts = []
+        side = dom.get("image_side_px")
+        if side:
+            facts.append(f"{side['min']} px" if side["min"] == side["max"] else f"{side['min']}-{side['max']} px")
+        formats = sorted({f for per in (dom.get("formats") or {}).values() for f in per})
+        if formats:
+            facts.append(", ".join(formats))
+        return ", ".join(names) + (f" ({'; '.join(facts)})" if facts else "")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -64,6 +64,9 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verb
             raise click.UsageError("--tta scores one test set: give one --data")
         _cross([run_dir], data, out or run_dir / f"cross-{_now()}", overwrite, batch_size, max_per_class, verbose)
         return
+    if max_per_class is not None:
+        raise click.UsageError("--max-per-class is for several --data (a cross-dataset table); one test set is "
+                               "scored whole")
     data = _before_scoring(run_dir, data[0], out, overwrite, verbose)
     res = run_eval(run_dir, data, out, overwrite, batch_size, tta=tta)
     _echo("")
@@ -102,6 +105,7 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
     """The checks (every run, the output folder, every data set: before any slow work), then the table."""
     from fakedetect.atomic import check_out_dir
     from fakedetect.data.archive import resolve_data
+    from fakedetect.data.layout import set_name
     from fakedetect.evaluation.cross import cross_scores, long_table, markdown, write_cross
 
     for r in run_dirs:
@@ -109,7 +113,8 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
     check_out_dir(out, overwrite, "output folder")
     folders = [resolve_data(d) for d in datas]
     _tensorflow(verbose)
-    cells, sources, _ = cross_scores(run_dirs, folders, batch_size, max_per_class)
+    names = [set_name(d) for d in datas]  # the names given (an archive's, not its extraction folder's)
+    cells, sources, _ = cross_scores(run_dirs, folders, batch_size, max_per_class, names)
     write_cross(out, cells, sources, overwrite)
     _echo("")
     _echo(markdown(long_table(cells, sources)))

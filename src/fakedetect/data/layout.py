@@ -95,3 +95,24 @@ def choose_split(layout: dict, preferred: str, root: str | Path) -> str:
         return next(iter(layout))
     raise DataError(f"{root} has splits {', '.join(layout)} but no '{preferred}' split: "
                     "point the command at one of them")
+
+
+def set_name(path: str | Path) -> str:
+    """A data set's short name: its folder's or archive's name without the archive suffix."""
+    name = Path(path).name or Path(path).resolve().name
+    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """The names, with "-2", "-3", ... added to repeats until every one is unused."""
+    out: list[str] = []
+    for n in names:
+        name, k = n, 1
+        while name in out or (name != n and name in names):
+            k += 1
+            name = f"{n}-{k}"
+        out.append(name)
+    return out

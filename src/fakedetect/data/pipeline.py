@@ -129,6 +129,19 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
+def mix_streams(parts: list[tuple[tf.data.Dataset, int]], mix: list[float], seed: int) -> tf.data.Dataset:
+    """Each part (a dataset and its size) shuffled and repeated on its own, then drawn at random in the shares
+    ``mix`` (seeded: the same draws everywhere). Empty parts are left out and the other shares renormalised."""
+    kept = [(ds.shuffle(n, seed=seed + k, reshuffle_each_iteration=True).repeat(), w)
+            for k, ((ds, n), w) in enumerate(zip(parts, mix, strict=True)) if n > 0]
+    if not kept:
+        raise ValueError("no training example to stream")
+    if len(kept) == 1:
+        return kept[0][0]
+    total = sum(w for _, w in kept)
+    return tf.data.Dataset.sample_from_datasets([d for d, _ in kept], weights=[w / total for _, w in kept], seed=seed)
+
+
 def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,
                  augment: AugmentConfig | None, seed: int, pillow_only: list[bool] | None = None,
                  shard: tuple[int, int] = (1, 0), cache: bool = False, sources: list[int] | None = None,
@@ -151,9 +164,10 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     if cache and n_shards != 1:
         raise ValueError("cached decoding is for a single input pipeline")
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
-    src = np.asarray(sources if sources is not None and mix is not None else [0] * len(paths), int)
+    several = sources is not None and mix is not None and len(mix) > 1
+    src = np.asarray(sources if several else [0] * len(paths), int)
     parts = []
-    for k in range(int(src.max(initial=0)) + 1):
+    for k in range(len(mix) if several else 1):
         sel = np.flatnonzero(src == k)
         ds = tf.data.Dataset.from_tensor_slices((tf.constant([paths[i] for i in sel], tf.string),
                                                  tf.constant([flags[i] for i in sel], tf.bool),
@@ -161,8 +175,8 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
         if cache:
             ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE)
             ds = ds.ignore_errors().cache()
-        parts.append(ds.shuffle(len(sel), seed=seed + k, reshuffle_each_iteration=True).repeat())
-    ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(parts, weights=mix, seed=seed)
+        parts.append((ds, len(sel)))
+    ds = mix_streams(parts, mix if several else [1.0], seed)
     if not cache:
         if n_shards > 1:
             ds = ds.shard(n_shards, index)

@@ -28,9 +28,10 @@ class Split:
     pixels: list[int] = field(default_factory=list)  # width * height per image
     digests: list[str] = field(default_factory=list)  # sha1 of each file's bytes (to find test/train overlap)
     sources: list[int] = field(default_factory=list)  # which data source (of several --data) each image is from
+    formats: list[str] = field(default_factory=list)  # file format by content (JPEG, PNG, ...)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    COLUMNS = ("paths", "labels", "pillow_only", "pixels", "digests", "sources")
+    COLUMNS = ("paths", "labels", "pillow_only", "pixels", "digests", "sources", "formats")
 
     def counts(self) -> dict[str, int]:
         arr = np.asarray(self.labels, dtype=int)
@@ -39,9 +40,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def add(self, path: str, label: int, pillow_only: bool, pixels: int, digest: str, source: int = 0) -> None:
+    def add(self, path: str, label: int, pillow_only: bool, pixels: int, digest: str, source: int = 0,
+            fmt: str = "") -> None:
         """Appends one checked image to every column."""
-        for col, value in zip(self.COLUMNS, (path, label, pillow_only, pixels, digest, source), strict=True):
+        for col, value in zip(self.COLUMNS, (path, label, pillow_only, pixels, digest, source, fmt), strict=True):
             getattr(self, col).append(value)
 
     @classmethod
@@ -101,7 +103,8 @@ def to_split(name: str, files: dict[int, list[Path]], require_both: bool = True)
         if info.error:
             split.skipped.append((info.path, info.error))
         else:
-            split.add(info.path, label, not info.tf_decodable, info.width * info.height, info.sha1)
+            split.add(info.path, label, not info.tf_decodable, info.width * info.height, info.sha1,
+                      fmt=info.format or "")
     for label, n in enumerate(split.counts().values()):
         if n == 0 and (require_both or not split.paths):
             raise DataError(f"no readable '{CLASS_NAMES[label]}' image in split '{name}' "

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
+from fakedetect.data.layout import set_name, unique_names
 from fakedetect.data.splits import Split, digest_ids
 from fakedetect.evaluation.evaluate import load_test_split, score
 from fakedetect.metrics import binary_metrics
@@ -56,14 +57,6 @@ def training_sources(run: Run) -> list[str]:
     return [Path(r).name for r in (root if isinstance(root, list) else [root])] if root else []
 
 
-def data_name(path: str | Path) -> str:
-    name = Path(path).name
-    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def _seen(run: Run, split: Split) -> np.ndarray:
     """Which test images the run trained or validated on (byte-identical files)."""
     path = run.path / HASHES_FILE
@@ -74,17 +67,22 @@ def _seen(run: Run, split: Split) -> np.ndarray:
     return np.isin(digest_ids(split.digests), known)
 
 
-def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64,
-                 max_per_class: int | None = None) -> tuple[list[Cell], dict[str, list[str]], list[str]]:
-    """Scores every test set with every run. Returns (cells, run name -> training sources, test set names)."""
-    names = _unique([data_name(d) for d in datas])
+def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64, max_per_class: int | None = None,
+                 names: list[str] | None = None) -> tuple[list[Cell], dict[str, list[str]], list[str]]:
+    """Scores every test set with every run. Returns (cells, run name -> training sources, test set names).
+
+    Args:
+        names: the test sets' column names (default: from their paths; give the archives' names when ``datas``
+            are the folders they were extracted to).
+    """
+    names = unique_names(names or [set_name(d) for d in datas])
     splits = {}
     for name, data in zip(names, datas, strict=True):
         splits[name] = load_test_split(data, max_per_class=max_per_class)
     cells, sources = [], {}
     for run_dir in run_dirs:
         run = load_run(run_dir)
-        rname = _unique(list(sources) + [run_name(run)])[-1]
+        rname = unique_names(list(sources) + [run_name(run)])[-1]
         sources[rname] = training_sources(run)
         for dname, split in splits.items():
             log.info(f"{rname} on {dname}: {len(split)} images")
@@ -101,14 +99,6 @@ def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64,
             cells.append(Cell(rname, dname, int(len(y)), int(seen.sum()), m["roc_auc"], m["accuracy"], ood,
                               y, prob, dist))
     return cells, sources, names
-
-
-def _unique(names: list[str]) -> list[str]:
-    out, seen = [], {}
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
-    return out
 
 
 def long_table(cells: list[Cell], sources: dict[str, list[str]]) -> pd.DataFrame:
@@ -154,6 +144,7 @@ def write_cross(out_dir: Path, cells: list[Cell], sources: dict[str, list[str]],
     fig = plot_cross({label: pivot(table, m) for m, label in MEASURES.items()}, out_dir / "cross.png")
     cross_report(out_dir / "report.html", table, {label: pivot(table, m) for m, label in MEASURES.items()}, fig)
     write_json(out_dir / "cross.json", {"created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                                        "cells": table.to_dict(orient="records"), "runs": sources})
+                                        "cells": table.astype(object).where(table.notna(), None).to_dict(
+                                            orient="records"), "runs": sources})
     return out_dir
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fakedetect import CLASS_NAMES
 from fakedetect.atomic import atomic_path, write_json
 from fakedetect.card import ModelCard
 from fakedetect.config import TrainConfig
@@ -95,6 +96,10 @@ def _per_source(sources: list[dict], val: Split, y: np.ndarray, raw: np.ndarray,
     out = {}
     for k, source in enumerate(sources):
         sel = (src == k) & ~np.isnan(raw)
+        if not sel.any():
+            out[source["name"]] = None
+            log.warning(f"  validation, {source['name']}: no image could be scored")
+            continue
         out[source["name"]] = binary_metrics(y[sel], apply_temperature(raw[sel], calibration["temperature"]),
                                              threshold)
         m = out[source["name"]]
@@ -162,7 +167,18 @@ def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], 
             "threshold": domain.threshold, "quantile_of_validation": QUANTILE, "fit_images": int(len(pos)),
             "validation_images": n_val,
             "image_side_px": {"min": int(side.min()), "median": int(np.median(side)), "max": int(side.max())}
-            if len(side) else None}
+            if len(side) else None,
+            "formats": _formats(train_split)}
+
+
+def _formats(split: Split) -> dict[str, dict[str, int]]:
+    """File formats of the training images per class, e.g. {"real": {"PNG": 1800}, "fake": {"JPEG": 1800}}:
+    a format that only one class has is a shortcut the model may have learned."""
+    out: dict[str, dict[str, int]] = {}
+    for label, fmt in zip(split.labels, split.formats or [""] * len(split), strict=True):
+        per = out.setdefault(CLASS_NAMES[int(label)], {})
+        per[fmt or "unknown"] = per.get(fmt or "unknown", 0) + 1
+    return out
 
 
 def refit_domain(run_dir: str | Path) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fakedetect.config import TrainConfig
-from fakedetect.data.layout import choose_split, discover
+from fakedetect.data.layout import choose_split, discover, set_name, unique_names
 from fakedetect.data.splits import Split, carve_validation, subsample, to_split
 from fakedetect.errors import DataError
 from fakedetect.training.cluster import num_workers
@@ -39,22 +39,18 @@ def data_sources(data, cfg: TrainConfig) -> list[Source]:
     entries = data if isinstance(data, list | tuple) else ([data] if data is not None else list(cfg.data or []))
     if not entries:
         raise DataError("no training data: give --data (once per source) or a `data:` list in the config")
-    out, seen = [], {}
+    out = []
     for e in entries:
         src = Source(**e) if isinstance(e, dict) else Source(str(e))
-        stem = src.name or _stem(src.path)
-        seen[stem] = seen.get(stem, 0) + 1
-        src.name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
         out.append(src)
+    for src, name in zip(out, unique_names([s.name or set_name(s.path) for s in out]), strict=True):
+        src.name = name
+    resolved = [str(Path(s.path).resolve()) for s in out]
+    twice = sorted({p for p in resolved if resolved.count(p) > 1})
+    if twice:
+        raise DataError(f"the same data given twice: {', '.join(twice)} (its validation images would be another "
+                        "source's training images)")
     return out
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name or Path(path).resolve().name
-    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, dict]:
@@ -78,6 +74,10 @@ def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, dict]:
     }
     if len(sources) > 1:
         summary["sources"] = facts
+    # What a resumed run reads its data from: every source with its weight, cap and name (a one-source run too:
+    # a config's cap on its only source must hold on resume as well).
+    summary["spec"] = [{"path": f["path"], "weight": s.weight, "max_per_class": s.max_per_class, "name": s.name}
+                       for f, s in zip(facts, sources, strict=True)]
     return train, val, summary
 
 
@@ -86,7 +86,8 @@ def _prepare_source(src: Source, cfg: TrainConfig, k: int) -> tuple[Split, Split
     # val/ and test/ are never trained on; besides them, train/ or the folder's only split is.
     train_name = choose_split({n: v for n, v in layout.items() if n not in ("val", "test")} or layout, "train",
                               src.path)
-    cap = src.max_per_class if src.max_per_class is not None else cfg.max_per_class
+    caps = [c for c in (src.max_per_class, cfg.max_per_class) if c is not None]
+    cap = min(caps) if caps else None  # the source's own cap, or the run's, whichever is smaller
     pool = to_split(train_name, subsample(layout[train_name], cap, cfg.seed + 17 * k))
     if "val" in layout:
         val = to_split("val", subsample(layout["val"], cap, cfg.seed + 1 + 17 * k))
@@ -146,16 +147,20 @@ def feature_stream(strategy, features: np.ndarray, labels: np.ndarray, global_ba
     sources are drawn in the shares ``mix``."""
     import tensorflow as tf
 
-    src = np.zeros(len(features), int) if sources is None or mix is None else np.asarray(sources, int)
+    from fakedetect.data.pipeline import mix_streams
+
+    several = sources is not None and mix is not None and len(mix) > 1
+    src = np.asarray(sources, int) if several else np.zeros(len(features), int)
 
     def fn(ctx: tf.distribute.InputContext):
         per_replica = ctx.get_per_replica_batch_size(global_batch)
         parts = []
-        for k in range(int(src.max(initial=0)) + 1):
+        for k in range(len(mix) if several else 1):
             sel = src == k
-            ds = tf.data.Dataset.from_tensor_slices((features[sel], labels[sel]))
-            parts.append(ds.shuffle(int(sel.sum()), seed=seed + k, reshuffle_each_iteration=True).repeat())
-        ds = parts[0] if len(parts) == 1 else tf.data.Dataset.sample_from_datasets(parts, weights=mix, seed=seed)
+            # One source: the arrays themselves (a boolean selection would copy them: 0.5 GB for CIFAKE).
+            f, y = (features, labels) if sel.all() else (features[sel], labels[sel])
+            parts.append((tf.data.Dataset.from_tensor_slices((f, y)), len(f)))
+        ds = mix_streams(parts, mix if several else [1.0], seed)
         return ds.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(fn)

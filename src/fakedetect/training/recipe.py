@@ -168,10 +168,8 @@ def _train(s: Setup) -> TrainResult:
 
 
 def _data_spec(summary: dict):
-    """What a resumed run reads its data from: the path, or every source with its weight and cap."""
-    if not summary.get("sources"):
-        return summary["data_root"]
-    return [{k: src[k] for k in ("path", "weight", "max_per_class", "name")} for src in summary["sources"]]
+    """What a resumed run reads its data from: every source with its weight, cap and name."""
+    return summary.get("spec") or summary["data_root"]
 
 
 def _describe(s: Setup) -> None:
@@ -242,7 +240,7 @@ def _check_same_data(s: Setup) -> None:
     """Every worker must see the same images (same files, same checks): the shards and the number of steps come
     from them, and a mismatch would make the workers' collectives disagree (a hang), or shards overlap."""
     n_workers = num_workers(s.strategy)
-    h = hashlib.sha1("".join(s.train.digests + ["|"] + s.val.digests).encode()).hexdigest()
+    h = hashlib.sha1("".join(s.train.digests + ["|"] + s.val.digests + ["|", str(s.mix)]).encode()).hexdigest()
     local = np.array([len(s.train), len(s.val), int(h[:10], 16)], np.float64)  # 40 bits: exact in float64
     total = all_reduce_sum(s.strategy, local)
     if not np.array_equal(total, local * n_workers):
