@@ -151,3 +151,35 @@ def test_browser_with_api_token_asks_for_it(tiny_run, tiny_data, tmp_path):
         proc.terminate()
         proc.wait(20)
     assert asked and "token" in asked[0]
+
+
+def test_browser_says_when_an_image_is_unlike_the_training_images(tiny_run, tiny_data, tmp_path):
+    """The page's out-of-domain message, for certain: a copy of the run whose domain threshold nothing passes."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from fakedetect.domain import DOMAIN_FILE, DomainModel
+
+    run = tmp_path / "strict"
+    shutil.copytree(tiny_run, run)
+    domain = DomainModel.load(run / DOMAIN_FILE)
+    domain.threshold = -1.0  # every distance is above it: every upload is "unlike the training images"
+    domain.save(run / DOMAIN_FILE)
+    proc, url = _start(run)
+    img = tmp_path / "a.jpg"
+    img.write_bytes(_photo(tiny_data))
+    try:
+        with playwright.sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page()
+            page.goto(url + "/")
+            assert "Trained on data (48 px; JPEG, PNG)" in page.inner_text("header")
+            page.set_input_files("#file", str(img))
+            page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+            assert page.is_visible("#domain")
+            assert "unlike the images this model was trained on" in page.inner_text("#domain")
+            assert page.inner_text("#verdict").strip().startswith("No reliable verdict (leans ")
+            facts = page.inner_text("#facts")
+            assert "like the training images" in facts and "no (distance" in facts
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from fakedetect.cli.main import main
 from fakedetect.config import ConfigError, load_config
-from fakedetect.errors import DataError
 from fakedetect.data.splits import Split
+from fakedetect.errors import DataError
 from fakedetect.training.inputs import class_weights, data_sources
 
 

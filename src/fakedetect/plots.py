@@ -184,5 +184,6 @@ def plot_cross(grids: dict[str, pd.DataFrame], path: str | Path) -> Path:
         if i:
             ax.set_yticklabels([])
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle("Cross-dataset: every run on every test set (held-out images only)")
+    height = fig.get_size_inches()[1]
+    fig.suptitle("Cross-dataset: every run on every test set (held-out images only)", y=1.0 + 0.3 / height)
     return save_figure(fig, path)

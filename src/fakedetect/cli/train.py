@@ -116,6 +116,9 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
     data = list(data) or None  # None: the config's data list
     if data is None and not cfg.data:
         raise click.UsageError("--data is required (or a config with a `data:` list, or --resume RUN_DIR)")
+    if data and cfg.data:
+        _echo(f"--data replaces the config's data list ({len(cfg.data)} source(s)): equal weights, no per-source cap")
+        cfg.data = [str(d) for d in data]  # config.yaml in the run folder then says what was trained on
     preflight(cfg, out, overwrite)  # weights file, unfreeze target, output folder: before any slow work
     for src in data or cfg.data:  # an archive is extracted (once) here, with a message; training gets the path
         resolve_data(src["path"] if isinstance(src, dict) else src)
