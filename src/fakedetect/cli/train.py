@@ -94,6 +94,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
     """
     from fakedetect.config import load_config
     from fakedetect.data.archive import resolve_data
+    from fakedetect.errors import DataError
     from fakedetect.training import preflight, resume_training
     from fakedetect.training import train as run_training
 
@@ -121,7 +122,13 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
         cfg.data = [str(d) for d in data]  # config.yaml in the run folder then says what was trained on
     preflight(cfg, out, overwrite)  # weights file, unfreeze target, output folder: before any slow work
     for src in data or cfg.data:  # an archive is extracted (once) here, with a message; training gets the path
-        resolve_data(src["path"] if isinstance(src, dict) else src)
+        try:
+            resolve_data(src["path"] if isinstance(src, dict) else src)
+        except DataError as e:
+            if data:
+                raise
+            raise DataError(f"{e} (the config's data paths are relative to the folder you run fakedetect from: "
+                            f"{Path.cwd()})") from e
     size = cfg.image_size or BACKBONES[cfg.backbone].image_size
     _echo(f"backbone {cfg.backbone} at {size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))
