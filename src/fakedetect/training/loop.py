@@ -172,7 +172,7 @@ class Loop:
                               EarlyStop(cfg.early_stopping_patience))
         if sched.warmup_steps < phase.warmup_steps:
             log.info(f"  warm-up of {phase.warmup_steps} steps shortened to {sched.warmup_steps} (a fifth of the "
-                     f"phase's {phase.epochs * phase.steps} steps)")
+                     f"phase's {sched.total_steps} steps)")
         done = 0
         if self.state.get("phase") == phase.name and self.state.get("checkpoint"):
             ckpt.restore(str(self.read_dir / self.state["checkpoint"])).assert_existing_objects_matched()

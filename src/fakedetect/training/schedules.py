@@ -7,7 +7,7 @@ The rules are those of Keras' ReduceLROnPlateau and EarlyStopping (mode "min"), 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -98,11 +98,10 @@ class PhaseSchedule:
     min_ratio: float
     plateau: Plateau
     stop: EarlyStop
-    lr: float = field(default=math.nan)  # the plateau rule's current rate
+    lr: float = field(init=False)  # the plateau rule's current rate
 
     def __post_init__(self):
-        if math.isnan(self.lr):
-            self.lr = self.base_lr
+        self.lr = self.base_lr
         self.warmup_steps = min(self.warmup_steps, self.total_steps // 5)
 
     def rate(self, step: int) -> float:
@@ -133,6 +132,3 @@ class PhaseSchedule:
         restore(self.plateau, state.get("plateau"))
         restore(self.stop, state.get("early_stopping"))
 
-
-def to_json(obj) -> dict:
-    return asdict(obj)
