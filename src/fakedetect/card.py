@@ -44,12 +44,18 @@ class ModelCard:
     def temperature(self) -> float:
         return float(self.calibration.get("temperature", 1.0))
 
+    def source_names(self) -> list[str]:
+        """The names of the data sets the model was trained on ([] when the card does not say)."""
+        data = self.data or {}
+        if data.get("sources"):
+            return [s["name"] for s in data["sources"]]
+        root = data.get("data_root")
+        return [Path(r).name for r in (root if isinstance(root, list) else [root])] if root else []
+
     def training_domain(self) -> str:
         """One line on what the model was trained on, e.g. "cifake-train (32 px, JPEG)"; "" when unknown."""
-        data, dom = self.data or {}, self.domain or {}
-        names = [s["name"] for s in data.get("sources", [])] or [
-            Path(r).name for r in ([data["data_root"]] if isinstance(data.get("data_root"), str)
-                                   else data.get("data_root") or [])]
+        dom = self.domain or {}
+        names = self.source_names()
         if not names:
             return ""
         facts = []

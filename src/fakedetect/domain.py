@@ -38,6 +38,10 @@ class Gaussians:
     means: np.ndarray  # (groups, d)
     precision: np.ndarray  # (d, d): inverse of the shared, shrunk covariance
     scale: float = 1.0  # median distance of the training images
+    _precision32: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._precision32 = np.asarray(self.precision).astype(np.float32)
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row to the nearest mean: one (n, d) x (d, d) product for all means.
@@ -51,12 +55,6 @@ class Gaussians:
         sq = (np.einsum("ij,ij->i", xp, x)[:, None] - 2 * xp @ centred.T
               + np.einsum("ij,ij->i", mp, centred)[None, :])
         return np.sqrt(np.maximum(sq.min(axis=1), 0.0))
-
-    @property
-    def _precision32(self) -> np.ndarray:
-        if getattr(self, "_p32", None) is None or self._p32.shape != self.precision.shape:
-            self._p32 = self.precision.astype(np.float32)
-        return self._p32
 
 
 @dataclass

@@ -104,8 +104,7 @@ def _now() -> str:
 def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: int, max_per_class, verbose) -> None:
     """The checks (every run, the output folder, every data set: before any slow work), then the table."""
     from fakedetect.atomic import check_out_dir
-    from fakedetect.data.archive import resolve_data
-    from fakedetect.data.layout import set_name
+    from fakedetect.data.archive import resolve_data, set_name
     from fakedetect.evaluation.cross import cross_scores, long_table, markdown, write_cross
 
     for r in run_dirs:

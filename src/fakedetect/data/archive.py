@@ -47,6 +47,15 @@ def folder_fingerprint(root: Path, files: Iterable[Path]) -> str:
     return h.hexdigest()[:12]
 
 
+def set_name(path: str | Path) -> str:
+    """A data set's short name: its folder's or archive's name without the archive suffix."""
+    name = Path(path).name or Path(path).resolve().name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def resolve_data(path: str | Path, cache: Path | None = None, quiet: bool = False) -> Path:
     """Returns a folder for ``path``: the folder itself, or an archive's contents extracted (once) to a cache.
 
@@ -61,11 +70,7 @@ def resolve_data(path: str | Path, cache: Path | None = None, quiet: bool = Fals
     if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise DataError(f"{path} is a file, not a folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})")
 
-    stem = path.name
-    for suf in ARCHIVE_SUFFIXES:
-        if stem.lower().endswith(suf):
-            stem = stem[: -len(suf)]
-    dest = (cache or cache_dir() / "datasets") / f"{stem}-{archive_fingerprint(path)}"
+    dest = (cache or cache_dir() / "datasets") / f"{set_name(path)}-{archive_fingerprint(path)}"
     if dest.is_dir():
         if not quiet:
             log.info(f"reusing {dest} (extracted earlier from {path})")

@@ -97,15 +97,6 @@ def choose_split(layout: dict, preferred: str, root: str | Path) -> str:
                     "point the command at one of them")
 
 
-def set_name(path: str | Path) -> str:
-    """A data set's short name: its folder's or archive's name without the archive suffix."""
-    name = Path(path).name or Path(path).resolve().name
-    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def unique_names(names: list[str]) -> list[str]:
     """The names, with "-2", "-3", ... added to repeats until every one is unused."""
     out: list[str] = []

@@ -129,11 +129,21 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def mix_streams(parts: list[tuple[tf.data.Dataset, int]], mix: list[float], seed: int) -> tf.data.Dataset:
-    """Each part (a dataset and its size) shuffled and repeated on its own, then drawn at random in the shares
-    ``mix`` (seeded: the same draws everywhere). Empty parts are left out and the other shares renormalised."""
-    kept = [(ds.shuffle(n, seed=seed + k, reshuffle_each_iteration=True).repeat(), w)
-            for k, ((ds, n), w) in enumerate(zip(parts, mix, strict=True)) if n > 0]
+def mix_streams(make, n: int, sources: list[int] | None, mix: list[float] | None, seed: int) -> tf.data.Dataset:
+    """The endless stream of ``n`` items from ``make(positions)`` (a dataset of the items at those positions).
+
+    With several sources (``sources``: each item's source; ``mix``: each source's share), each source is shuffled
+    and repeated on its own and the stream draws from them at random in those shares (seeded: the same draws
+    everywhere); an empty source is left out and the other shares renormalised. Otherwise all items are one
+    part, shuffled and repeated.
+    """
+    if sources is None or mix is None or len(mix) < 2:
+        groups, shares = [np.arange(n)], [1.0]
+    else:
+        src = np.asarray(sources, int)
+        groups, shares = [np.flatnonzero(src == k) for k in range(len(mix))], list(mix)
+    kept = [(make(g).shuffle(len(g), seed=seed + k, reshuffle_each_iteration=True).repeat(), w)
+            for k, (g, w) in enumerate(zip(groups, shares, strict=True)) if len(g)]
     if not kept:
         raise ValueError("no training example to stream")
     if len(kept) == 1:
@@ -156,27 +166,23 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     With ``cache`` (one pipeline only: the images fit in memory) the files are decoded once and kept; later
     epochs only shuffle, augment and resize them.
 
-    With several sources (``sources``: each file's source; ``mix``: each source's share), each source is
-    shuffled and repeated on its own and the stream draws from them at random in those shares (seeded: the same
-    draws on every worker, before sharding).
+    With several sources (``sources``, ``mix``): drawn by share, before sharding (see :func:`mix_streams`).
     """
     n_shards, index = shard
     if cache and n_shards != 1:
         raise ValueError("cached decoding is for a single input pipeline")
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
-    several = sources is not None and mix is not None and len(mix) > 1
-    src = np.asarray(sources if several else [0] * len(paths), int)
-    parts = []
-    for k in range(len(mix) if several else 1):
-        sel = np.flatnonzero(src == k)
-        ds = tf.data.Dataset.from_tensor_slices((tf.constant([paths[i] for i in sel], tf.string),
-                                                 tf.constant([flags[i] for i in sel], tf.bool),
-                                                 tf.constant([labels[i] for i in sel], tf.float32)))
+
+    def files(positions):
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant([paths[i] for i in positions], tf.string),
+                                                 tf.constant([flags[i] for i in positions], tf.bool),
+                                                 tf.constant([labels[i] for i in positions], tf.float32)))
         if cache:
             ds = ds.map(lambda path, flag, y: (decode_image(path, flag), y), num_parallel_calls=AUTOTUNE)
             ds = ds.ignore_errors().cache()
-        parts.append((ds, len(sel)))
-    ds = mix_streams(parts, mix if several else [1.0], seed)
+        return ds
+
+    ds = mix_streams(files, len(paths), sources, mix, seed)
     if not cache:
         if n_shards > 1:
             ds = ds.shard(n_shards, index)

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
-from fakedetect.data.layout import set_name, unique_names
-from fakedetect.data.splits import Split, digest_ids
-from fakedetect.evaluation.evaluate import load_test_split, score
+from fakedetect.data.archive import set_name
+from fakedetect.data.layout import unique_names
+from fakedetect.evaluation.evaluate import load_test_split, score, seen_in_training
 from fakedetect.metrics import binary_metrics
-from fakedetect.run import HASHES_FILE, Run, load_run
+from fakedetect.run import Run, load_run
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +48,6 @@ def run_name(run: Run) -> str:
     return run.path.name
 
 
-def training_sources(run: Run) -> list[str]:
-    """The names of the data sets a run was trained on."""
-    data = run.card.data
-    if data.get("sources"):
-        return [s["name"] for s in data["sources"]]
-    root = data.get("data_root")
-    return [Path(r).name for r in (root if isinstance(root, list) else [root])] if root else []
-
-
-def _seen(run: Run, split: Split) -> np.ndarray:
-    """Which test images the run trained or validated on (byte-identical files)."""
-    path = run.path / HASHES_FILE
-    if not path.is_file() or not split.digests:
-        return np.zeros(len(split), bool)
-    with np.load(path) as z:
-        known = np.concatenate([z["train"], z["val"]])
-    return np.isin(digest_ids(split.digests), known)
-
-
 def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64, max_per_class: int | None = None,
                  names: list[str] | None = None) -> tuple[list[Cell], dict[str, list[str]], list[str]]:
     """Scores every test set with every run. Returns (cells, run name -> training sources, test set names).
@@ -83,11 +64,12 @@ def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64, 
     for run_dir in run_dirs:
         run = load_run(run_dir)
         rname = unique_names(list(sources) + [run_name(run)])[-1]
-        sources[rname] = training_sources(run)
+        sources[rname] = run.card.source_names()
         for dname, split in splits.items():
             log.info(f"{rname} on {dname}: {len(split)} images")
             s = score(run, split, batch_size)
-            seen = _seen(run, s.split)
+            found = seen_in_training(run, s.split)
+            seen = found[0] | found[1] if found is not None else np.zeros(len(s.split), bool)
             keep = ~seen
             y, prob = s.y[keep], s.prob[keep]
             dist = s.distance[keep] if s.distance is not None else None

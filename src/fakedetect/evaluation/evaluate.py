@@ -65,24 +65,33 @@ def score(run: Run, split: Split, batch_size: int = 64, perturb=None, tta: bool 
     return Scored(split, raw, run.calibrate(raw), dist)
 
 
-def overlap_with_training(run: Run, s: Scored) -> dict | None:
-    """How many test images are byte-identical to the run's training or validation images, and the metrics on
-    the others. None for a run that recorded no content ids (trained before they were recorded)."""
+def seen_in_training(run: Run, split: Split) -> tuple[np.ndarray, np.ndarray] | None:
+    """(in the run's training images, in its validation images) for each image of ``split``, by content
+    (byte-identical files). None for a run that recorded no content ids (trained before they were recorded)."""
     path = run.path / HASHES_FILE
-    if not path.is_file() or not s.split.digests:
+    if not path.is_file() or not split.digests:
         return None
     with np.load(path) as z:
         train_ids, val_ids = z["train"], z["val"]
-    ids = digest_ids(s.split.digests)
-    in_train, in_val = np.isin(ids, train_ids), np.isin(ids, val_ids)
+    ids = digest_ids(split.digests)
+    return np.isin(ids, train_ids), np.isin(ids, val_ids)
+
+
+def overlap_with_training(run: Run, s: Scored) -> dict | None:
+    """How many test images are byte-identical to the run's training or validation images, and the metrics on
+    the others. None for a run that recorded no content ids (trained before they were recorded)."""
+    found = seen_in_training(run, s.split)
+    if found is None:
+        return None
+    in_train, in_val = found
     seen = in_train | in_val
-    out = {"n": int(seen.sum()), "share": float(seen.mean()) if len(ids) else 0.0,
+    out = {"n": int(seen.sum()), "share": float(seen.mean()) if len(seen) else 0.0,
            "in_train": int(in_train.sum()), "in_val": int(in_val.sum()), "metrics_without_overlap": None}
     if out["n"]:
         keep = ~seen
         if keep.any():
             out["metrics_without_overlap"] = binary_metrics(s.y[keep], s.prob[keep], run.threshold)
-        log.warning(f"WARNING: {out['n']} of {len(ids)} test images ({out['share']:.1%}) are byte-identical to "
+        log.warning(f"WARNING: {out['n']} of {len(seen)} test images ({out['share']:.1%}) are byte-identical to "
                     f"images this run was trained on ({out['in_train']}) or validated on ({out['in_val']}): "
                     "scores on them say nothing about new images.")
         m = out["metrics_without_overlap"]

@@ -23,6 +23,7 @@ from fakedetect.metrics import apply_temperature, binary_metrics, choose_thresho
 from fakedetect.run import MODEL_FILE
 from fakedetect.training.cluster import num_workers, replicas
 from fakedetect.training.loop import STATE_FILE, read_state
+from fakedetect.training.phases import Setup, global_batch, image_size
 from fakedetect.training.validation import score_split
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,13 @@ class TrainResult:
     seconds: float
 
 
-def finish_run(run_dir: Path, cfg: TrainConfig, strategy, train_split: Split, val_split: Split, summary: dict,
-               rows: list[dict], model, size: int, t_start: float) -> TrainResult:
+def finish_run(s: Setup, rows: list[dict], model) -> TrainResult:
     """Best model -> calibration on validation -> domain -> curves -> model card; returns the result."""
     from fakedetect.models.classifier import load_model
     from fakedetect.plots import plot_training_curves
+
+    run_dir, cfg, strategy, train_split, val_split, summary = s.run_dir, s.cfg, s.strategy, s.train, s.val, s.summary
+    size = image_size(model)
 
     if not (run_dir / MODEL_FILE).exists():
         # No finite validation loss was ever seen: keep the last model rather than nothing.
@@ -54,27 +57,24 @@ def finish_run(run_dir: Path, cfg: TrainConfig, strategy, train_split: Split, va
         log.warning(f"warning: validation holds {val_split.counts()} images: below {FEW_VAL_IMAGES} per class its "
                     "metrics, threshold and calibration mean little; give more data or a larger --val-fraction")
     # One pass over the validation images gives both what calibration needs and the domain threshold's features.
-    rng = np.random.default_rng(cfg.seed)
-    val_keep = np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES])
-    raw, val_feats, val_pos = score_split(best, val_split, size, cfg.batch_size, "validation images", val_keep)
+    raw, val_feats, _ = score_split(best, val_split, size, cfg.batch_size, "scored validation images",
+                                     _domain_sample(len(val_split), cfg.seed))
     ok = ~np.isnan(raw)  # a file TensorFlow could not decode after all is left out
     y = np.asarray(val_split.labels)
     calibration, threshold, val_metrics = calibrate_on_validation(y[ok], raw[ok], cfg)
     if summary.get("sources"):
         val_metrics["sources"] = _per_source(summary["sources"], val_split, y, raw, calibration, threshold)
-    domain = fit_domain_model(best, train_split, val_feats, size, cfg, run_dir)
-    domain["sources"] = [src["path"] for src in summary["sources"]] if summary.get("sources") \
-        else [summary["data_root"]]
+    domain = fit_domain_model(best, train_split, val_feats, size, cfg, run_dir, summary)
     history = pd.DataFrame(rows)
     if len(history):
         plot_training_curves(history, run_dir / "training_curves.png")
-    seconds = time.perf_counter() - t_start
+    seconds = time.perf_counter() - s.t_start
     card = ModelCard(
         created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         backbone=cfg.backbone, weights=cfg.weights, image_size=size, threshold=threshold,
         threshold_rule=_threshold_rule(cfg, calibration), calibration=calibration,
         strategy={"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": replicas(strategy),
-                  "workers": num_workers(strategy), "global_batch_size": cfg.batch_size * replicas(strategy)},
+                  "workers": num_workers(strategy), "global_batch_size": global_batch(s)},
         data=summary, domain=domain, val_metrics=val_metrics,
         epochs_run={phase: int((history["phase"] == phase).sum()) if len(history) else 0
                     for phase in ("frozen", "finetune")},
@@ -145,16 +145,20 @@ def calibrate_on_validation(y: np.ndarray, raw: np.ndarray, cfg: TrainConfig) ->
     return calibration, threshold, metrics
 
 
+def _domain_sample(n: int, seed: int) -> np.ndarray:
+    """Sorted positions of at most MAX_FIT_IMAGES of ``n`` images, drawn with ``seed``."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:MAX_FIT_IMAGES])
+
+
 def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], size: int, cfg: TrainConfig,
-                     run_dir: Path) -> dict:
+                     run_dir: Path, summary: dict) -> dict:
     """Fits the density of the training images' features (see :mod:`fakedetect.domain`) with the threshold from
     the validation images' features, writes domain.npz and returns the model card's description of the domain."""
     from fakedetect.models.classifier import feature_taps
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed + 1)
-    fit = train_split.take(np.sort(rng.permutation(len(train_split))[:MAX_FIT_IMAGES]))
-    _, f_fit, pos = score_split(model, fit, size, cfg.batch_size, "training images (domain)")
+    fit = train_split.take(_domain_sample(len(train_split), cfg.seed + 1))
+    _, f_fit, pos = score_split(model, fit, size, cfg.batch_size, "features of training images (domain)")
     groups = np.asarray(fit.labels)[pos] + 2 * np.asarray(fit.sources)[pos]
     domain = fit_domain(f_fit, groups, val_features, names=feature_taps(model))
     domain.save(run_dir / DOMAIN_FILE)
@@ -168,7 +172,9 @@ def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], 
             "validation_images": n_val,
             "image_side_px": {"min": int(side.min()), "median": int(np.median(side)), "max": int(side.max())}
             if len(side) else None,
-            "formats": _formats(train_split)}
+            "formats": _formats(train_split),
+            "sources": [src["path"] for src in summary["sources"]] if summary.get("sources")
+            else [summary["data_root"]]}
 
 
 def _formats(split: Split) -> dict[str, dict[str, int]]:
@@ -193,13 +199,9 @@ def refit_domain(run_dir: str | Path) -> dict:
     cfg = load_config(Path(run_dir) / "config.yaml")
     state = read_state(Path(run_dir))
     train_split, val_split, summary = prepare_data(state.get("data_root") or run.card.data["data_root"], cfg)
-    rng = np.random.default_rng(cfg.seed)
-    keep = np.sort(rng.permutation(len(val_split))[:MAX_FIT_IMAGES])
-    _, val_feats, _ = score_split(run.model, val_split.take(keep), run.image_size, cfg.batch_size,
-                                  "validation images")
-    domain = fit_domain_model(run.model, train_split, val_feats, run.image_size, cfg, Path(run_dir))
-    domain["sources"] = [src["path"] for src in summary["sources"]] if summary.get("sources") \
-        else [summary["data_root"]]
+    _, val_feats, _ = score_split(run.model, val_split.take(_domain_sample(len(val_split), cfg.seed)),
+                                  run.image_size, cfg.batch_size, "features of validation images (domain)")
+    domain = fit_domain_model(run.model, train_split, val_feats, run.image_size, cfg, Path(run_dir), summary)
     run.card.domain = domain
     run.card.write(run_dir)
     return domain

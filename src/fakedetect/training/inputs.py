@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from fakedetect.config import TrainConfig
-from fakedetect.data.layout import choose_split, discover, set_name, unique_names
+from fakedetect.data.archive import set_name
+from fakedetect.data.layout import choose_split, discover, unique_names
 from fakedetect.data.splits import Split, carve_validation, subsample, to_split
 from fakedetect.errors import DataError
 from fakedetect.training.cluster import num_workers
@@ -149,18 +150,15 @@ def feature_stream(strategy, features: np.ndarray, labels: np.ndarray, global_ba
 
     from fakedetect.data.pipeline import mix_streams
 
-    several = sources is not None and mix is not None and len(mix) > 1
-    src = np.asarray(sources, int) if several else np.zeros(len(features), int)
+    def items(positions):
+        # One part of all items: the arrays themselves (a selection would copy them: 0.5 GB for CIFAKE).
+        if len(positions) == len(features):
+            return tf.data.Dataset.from_tensor_slices((features, labels))
+        return tf.data.Dataset.from_tensor_slices((features[positions], labels[positions]))
 
     def fn(ctx: tf.distribute.InputContext):
         per_replica = ctx.get_per_replica_batch_size(global_batch)
-        parts = []
-        for k in range(len(mix) if several else 1):
-            sel = src == k
-            # One source: the arrays themselves (a boolean selection would copy them: 0.5 GB for CIFAKE).
-            f, y = (features, labels) if sel.all() else (features[sel], labels[sel])
-            parts.append((tf.data.Dataset.from_tensor_slices((f, y)), len(f)))
-        ds = mix_streams(parts, mix if several else [1.0], seed)
+        ds = mix_streams(items, len(features), sources, mix, seed)
         return ds.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(fn)

@@ -30,7 +30,7 @@ from fakedetect.training.cluster import is_chief, make_strategy, num_workers, re
 from fakedetect.training.finish import TrainResult, finish_run
 from fakedetect.training.inputs import class_weights, prepare_data
 from fakedetect.training.loop import HISTORY_FILE, STATE_FILE, Loop, Recorder, read_state
-from fakedetect.training.phases import Setup, finetune_phase, frozen_phase, global_batch, image_size, lr_scale
+from fakedetect.training.phases import Setup, finetune_phase, frozen_phase, global_batch, lr_scale
 from fakedetect.training.sums import all_reduce_sum, weights_digest
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,7 @@ def _train(s: Setup) -> TrainResult:
     if not s.chief:
         log.info(f"worker {worker_index(s.strategy)} done; the chief writes the run folder")
         return TrainResult(s.out, pd.DataFrame(loop.recorder.rows), {}, time.perf_counter() - s.t_start)
-    return finish_run(s.run_dir, s.cfg, s.strategy, s.train, s.val, s.summary, loop.recorder.rows, model,
-                      image_size(model), s.t_start)
+    return finish_run(s, loop.recorder.rows, model)
 
 
 def _data_spec(summary: dict):

@@ -21,31 +21,26 @@ def features(model, split: Split, size: int, batch_size: int,
              what: str = "images") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backbone features (after pooling) of un-augmented images, their labels and their sources; undecodable
     files left out."""
-    fn = scoring_function(model)  # (P(fake), pooled features), compiled once per model
-    idx, feats = [], []
-    with Progress(f"features of {what}", len(split), log) as progress:
-        for i, x, _ in eval_batches(split, size, batch_size):
-            idx.append(i.numpy())
-            feats.append(np.asarray(fn(x)[1][-1], np.float32))
-            progress.update(int(idx[-1][-1]) + 1)
+    _, feats, pos = score_split(model, split, size, batch_size, f"features of {what}", last_only=True)
     if not feats:
         width = int(model.get_layer(POOL_LAYER).output.shape[-1])
         return np.zeros((0, width), np.float32), np.zeros(0, np.float32), np.zeros(0, int)
-    idx = np.concatenate(idx)
-    sources = np.asarray(split.sources, int)[idx] if split.sources else np.zeros(len(idx), int)
-    return np.concatenate(feats), np.asarray(split.labels, np.float32)[idx], sources
+    sources = np.asarray(split.sources, int)[pos] if split.sources else np.zeros(len(pos), int)
+    return feats[0], np.asarray(split.labels, np.float32)[pos], sources
 
 
-def score_split(model, split: Split, size: int, batch_size: int, what: str = "images",
-                keep: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+def score_split(model, split: Split, size: int, batch_size: int, what: str = "scored images",
+                keep: np.ndarray | None = None, last_only: bool = False
+                ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """One forward pass over un-augmented images: (uncalibrated P(fake) of each image, NaN for a file that could
-    not be decoded; the features at every depth (see :func:`fakedetect.run.scoring_function`) of the images at
-    positions ``keep`` (all when None) that decoded; those positions)."""
+    not be decoded; the features at every depth (see :func:`fakedetect.run.scoring_function`; with
+    ``last_only``, the pooled features only) of the images at positions ``keep`` (all when None) that decoded;
+    those positions). ``what`` names the work in progress messages."""
     fn = scoring_function(model)
     p = np.full(len(split), np.nan)
     wanted = np.ones(len(split), bool) if keep is None else np.isin(np.arange(len(split)), keep)
     positions, feats = [], []
-    with Progress(f"scored {what}", len(split), log) as progress:
+    with Progress(what, len(split), log) as progress:
         for i, x, _ in eval_batches(split, size, batch_size):
             i = i.numpy()
             prob, depths = fn(x)
@@ -53,7 +48,7 @@ def score_split(model, split: Split, size: int, batch_size: int, what: str = "im
             sel = wanted[i]
             if sel.any():
                 positions.append(i[sel])
-                feats.append([np.asarray(f, np.float32)[sel] for f in depths])
+                feats.append([np.asarray(f, np.float32)[sel] for f in (depths[-1:] if last_only else depths)])
             progress.update(int(i[-1]) + 1)
     if not feats:
         return p, [], np.zeros(0, int)
