@@ -43,6 +43,30 @@ def test_unfreeze_top_n_keeps_batchnorm_frozen():
     assert 0 < n_trainable < len(model.weights)
 
 
+def _bn_means(model):
+    return {layer.name: np.array(layer.moving_mean) for layer in get_backbone(model).layers
+            if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_batchnorm_follows_the_batch_only_when_asked_and_only_where_unfrozen(train_batchnorm):
+    model = build_model("efficientnet-lite0", weights="none", image_size=64, train_batchnorm=train_batchnorm)
+    names = unfreeze(model, "block6", batchnorm=train_batchnorm)
+    assert ("block6a_bn" in names) == train_batchnorm and "block5c_bn" not in names
+    before = _bn_means(model)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    model(x, training=True)
+    after = _bn_means(model)
+    moved = {name for name in before if not np.array_equal(before[name], after[name])}
+    if train_batchnorm:
+        assert "block6a_bn" in moved and "top_bn" in moved
+        assert not any(name.startswith(("stem", "block1", "block5")) for name in moved)
+    else:
+        assert not moved
+    # Inference always uses the moving statistics: the same image, the same answer.
+    np.testing.assert_array_equal(model(x[:1], training=False), model(x[:1], training=False))
+
+
 def test_unfreeze_by_block_name():
     model = build_model("efficientnet-lite0", weights="none", image_size=64)
     names = unfreeze(model, "block7")

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fakedetect.training.loop import smooth_labels
 from fakedetect.training.schedules import cosine_lr, epoch_sizes
@@ -58,7 +59,7 @@ def test_label_smoothing_moves_targets_toward_one_half():
 @pytest.mark.parametrize("config_error", [
     {"schedule": "step"}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"finetune_sizes": [64, 64]},
     {"finetune_sizes": [16]}, {"finetune_sizes": [48]}, {"min_lr_ratio": 2},
-    {"image_size": 96 + 16, "finetune_sizes": [64]},
+    {"image_size": 96 + 16, "finetune_sizes": [64]}, {"train_batchnorm": "yes"},
 ])
 def test_recipe_settings_are_checked(config_error):
     from fakedetect.config import load_config
@@ -144,6 +145,27 @@ def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path, cap
     assert ft[0] > ft[1] > ft[2] and ft[2] == pytest.approx(1e-5)
     assert load_model(tmp_path / "run" / "model.keras").input_shape == (None, 64, 64, 3)  # served at image_size
     assert "image sizes [32, 32, 64]" in caplog.text
+
+
+def test_train_batchnorm_in_a_real_run_moves_the_unfrozen_statistics_only(tiny_data, tmp_path):
+    import keras
+
+    from fakedetect.config import load_config
+    from fakedetect.models.classifier import build_model, get_backbone, load_model
+    from fakedetect.training import train
+
+    from .conftest import TINY_TRAIN
+
+    cfg = load_config(None, {**TINY_TRAIN, "unfreeze": "block6", "train_batchnorm": True, "ema_decay": 0.9})
+    train(tiny_data, cfg, tmp_path / "run")
+    trained = get_backbone(load_model(tmp_path / "run" / "model.keras"))
+    start = get_backbone(build_model(cfg.backbone, cfg.weights, cfg.image_size))  # the ImageNet statistics
+    for layer in start.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            same = np.array_equal(np.array(layer.moving_variance),
+                                  np.array(trained.get_layer(layer.name).moving_variance))
+            assert same == (not layer.name.startswith(("block6", "block7", "top"))), layer.name
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train_batchnorm"] is True
 
 
 def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):

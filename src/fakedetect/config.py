@@ -53,6 +53,9 @@ class TrainConfig:
     unfreeze: int | str = 20  # top N backbone layers, or a block name prefix such as "block6"
     dropout: float = 0.2
     stochastic_depth: bool = True  # the backbone's per-block dropout while training (False: none)
+    # Fine-tune the unfrozen range's BatchNormalization too: scale and offset trained, statistics taken from the
+    # training batches (and their moving averages updated); False keeps ImageNet's statistics (small batches).
+    train_batchnorm: bool = False
     val_fraction: float = 0.1
     max_per_class: int | None = None
     seed: int = 42
@@ -186,7 +189,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.strategy in STRATEGIES, "strategy", cfg.strategy, "one of " + ", ".join(STRATEGIES))
     _check(cfg.devices is None or (isinstance(cfg.devices, list) and all(isinstance(d, str) for d in cfg.devices)),
            "devices", cfg.devices, "a list of device names such as ['/gpu:0', '/gpu:1']")
-    for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision"):
+    for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision", "train_batchnorm"):
         _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
     _validate_schedule(cfg)

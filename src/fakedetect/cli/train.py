@@ -60,6 +60,9 @@ def _default(name: str, unit: str = "") -> str:
               help="Epochs with the top layers unfrozen " + _default("epochs_finetune"))
 @click.option("--unfreeze", callback=_unfreeze_value, metavar="N|BLOCK",
               help="Top N backbone layers, or a block name such as block6 " + _default("unfreeze"))
+@click.option("--train-batchnorm/--freeze-batchnorm", default=None,
+              help="Fine-tune the unfrozen layers' BatchNormalization too (statistics from the training batches) "
+                   "or keep ImageNet's " + _default("train_batchnorm"))
 @click.option("--batch-size", type=POSITIVE, help="Images per batch, per replica " + _default("batch_size"))
 @click.option("--lr-frozen", type=RATE, help="Learning rate of phase 1 " + _default("lr_frozen"))
 @click.option("--lr-finetune", type=RATE, help="Learning rate of phase 2 " + _default("lr_finetune"))

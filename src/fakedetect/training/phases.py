@@ -119,11 +119,12 @@ def finetune_phase(s: Setup, loop: Loop) -> Phase:
     (steps, warmup), rate = steps_per_epoch(s), cfg.lr_finetune * lr_scale(s)
     sizes = epoch_sizes(size, cfg.epochs_finetune, cfg.finetune_sizes)
     with strategy.scope():
-        names = unfreeze(model, cfg.unfreeze)
+        names = unfreeze(model, cfg.unfreeze, batchnorm=cfg.train_batchnorm)
         # Progressive resizing trains the same layers at other sizes; validation stays at the model's size.
-        trained = model if set(sizes) == {size} else any_size_view(model)
+        trained = model if set(sizes) == {size} else any_size_view(model, cfg.train_batchnorm)
     start = int(loop.state.get("phase_epoch", 0)) if loop.state.get("phase") == "finetune" else 0
-    log.info(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights (BatchNorm frozen), "
+    log.info(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights "
+             f"({'BatchNorm trained, batch statistics' if cfg.train_batchnorm else 'BatchNorm frozen'}), "
              f"{cfg.epochs_finetune} epoch(s), lr {rate:g}"
              + (f", image sizes {sizes}" if trained is not model else "")
              + (f", {cfg.schedule} schedule" if cfg.schedule != "plateau" else "")

@@ -145,7 +145,7 @@ def _train(s: Setup) -> TrainResult:
     mixed = _mixed_precision(s)
     with s.strategy.scope():
         model = build_model(s.cfg.backbone, s.cfg.weights, s.cfg.image_size, s.cfg.dropout, s.cfg.stochastic_depth,
-                            any_size=bool(s.cfg.finetune_sizes))
+                            any_size=bool(s.cfg.finetune_sizes), train_batchnorm=s.cfg.train_batchnorm)
     loop = _make_loop(s, model, mixed)
     if num_workers(s.strategy) > 1:
         _check_same_data(s)
