@@ -72,6 +72,8 @@ def _default(name: str, unit: str = "") -> str:
 @click.option("--ema-decay", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Keep a moving average of the weights with this decay (e.g. 0.999); each epoch the better of "
                    "it and the raw weights is validated and kept (default: the config's, else none).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+              help="Train towards s/2 and 1 - s/2 instead of 0 and 1 " + _default("label_smoothing"))
 @click.option("--val-fraction", type=FRACTION,
               help="Validation fraction carved when there is no val/ split " + _default("val_fraction"))
 @click.option("--max-per-class", type=click.IntRange(min=2),
