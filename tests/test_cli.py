@@ -108,6 +108,10 @@ def test_demo_runs_end_to_end_on_given_data(tiny_data, tmp_path, monkeypatch):
     assert m["data"]["split"] == "test"
     assert m["overlap_with_training"] is not None and m["overlap_with_training"]["n"] == 0
     assert (tmp_path / "demo" / "eval-test" / "report.html").is_file()
+    from fakedetect.card import ModelCard
+
+    # The page's "Trained on" names the data given, not the cached hold-out folder it was read from.
+    assert ModelCard.from_dict(card).training_domain().startswith(f"{tiny_data.name} (")
 
 
 def test_demo_without_data_says_synthetic(tmp_path, monkeypatch):

@@ -49,6 +49,8 @@ class ModelCard:
         data = self.data or {}
         if data.get("sources"):
             return [s["name"] for s in data["sources"]]
+        if data.get("spec") and all(s.get("name") for s in data["spec"]):  # every run since issue 12
+            return [s["name"] for s in data["spec"]]
         root = data.get("data_root")
         return [Path(r).name for r in (root if isinstance(root, list) else [root])] if root else []
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fakedetect.config import DEMO_PER_CLASS, load_config
-from fakedetect.data.archive import folder_fingerprint, resolve_data
+from fakedetect.data.archive import folder_fingerprint, resolve_data, set_name
 from fakedetect.data.inspect import inspect_data
 from fakedetect.data.layout import discover
 from fakedetect.data.splits import write_holdout_split
@@ -99,7 +99,9 @@ def run_demo(data: str | Path | None = None, out: str | Path | None = None,
     out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}{'-synthetic' if found.synthetic else ''}"
     cfg = load_config("demo", {"max_per_class": max_per_class})
     log.info(f"== 2/4 training {cfg.backbone} ({cfg.weights} weights) on at most {max_per_class} images per class")
-    result = train(split_root, cfg, out)
+    # Named after the data given, not the cached hold-out folder the images are read from (the web page's
+    # "Trained on" line).
+    result = train([{"path": str(split_root), "name": set_name(found.path)}], cfg, out)
     log.info("== 3/4 evaluating on the held-out test split (never trained on)")
     ev = evaluate(result.run_dir, split_root, result.run_dir / "eval-test")
     log.info(summary_table(ev.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
