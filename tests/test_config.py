@@ -1,6 +1,6 @@
 import pytest
 
-from fakedetect.config import dump_config, load_config
+from fakedetect.config import dump_config, load_config, presets
 from fakedetect.errors import ConfigError
 
 
@@ -21,7 +21,8 @@ def test_layering_file_then_flags(tmp_path):
 
 
 def test_presets_load_and_round_trip(tmp_path):
-    for name in ("default", "cpu"):
+    assert {"default", "cpu", "cifake-cpu", "cifake-fast", "demo"} <= set(presets())
+    for name in presets():  # every shipped recipe is valid and survives config.yaml
         cfg = load_config(name)
         f = tmp_path / f"{name}.yaml"
         f.write_text(dump_config(cfg))

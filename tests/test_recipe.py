@@ -149,23 +149,27 @@ def test_progressive_sizes_cosine_and_ema_in_a_real_run(tiny_data, tmp_path, cap
 
 def test_train_batchnorm_in_a_real_run_moves_the_unfrozen_statistics_only(tiny_data, tmp_path):
     import keras
+    from click.testing import CliRunner
 
-    from fakedetect.config import load_config
+    from fakedetect.cli.main import main
     from fakedetect.models.classifier import build_model, get_backbone, load_model
-    from fakedetect.training import train
 
-    from .conftest import TINY_TRAIN
+    from .test_cli import TINY
 
-    cfg = load_config(None, {**TINY_TRAIN, "unfreeze": "block6", "train_batchnorm": True, "ema_decay": 0.9})
-    train(tiny_data, cfg, tmp_path / "run")
+    res = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY,
+                                    "--unfreeze", "block6", "--train-batchnorm", "--label-smoothing", "0.1",
+                                    "--ema-decay", "0.9", "--epochs-frozen", "0"])  # the kept model is fine-tuned
+    assert res.exit_code == 0, res.output
+    assert "BatchNorm trained" in res.output
     trained = get_backbone(load_model(tmp_path / "run" / "model.keras"))
-    start = get_backbone(build_model(cfg.backbone, cfg.weights, cfg.image_size))  # the ImageNet statistics
+    start = get_backbone(build_model("efficientnet-lite0", "imagenet", 48))  # the ImageNet statistics
     for layer in start.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             same = np.array_equal(np.array(layer.moving_variance),
                                   np.array(trained.get_layer(layer.name).moving_variance))
             assert same == (not layer.name.startswith(("block6", "block7", "top"))), layer.name
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train_batchnorm"] is True
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["train_batchnorm"] is True and cfg["label_smoothing"] == 0.1
 
 
 def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):
