@@ -85,6 +85,14 @@ def test_mirrored_over_two_logical_cpus(tiny_data, tmp_path):
     assert pd.read_csv(run / "history.csv")["val_loss_ema"].notna().all()  # the average, kept across replicas
 
 
+def test_train_batchnorm_is_refused_with_several_replicas(tiny_data, tmp_path):
+    proc = _train(["--data", tiny_data, "--out", tmp_path / "run", "--strategy", "mirrored", "--devices",
+                   "/cpu:0,/cpu:1", *TINY, "--train-batchnorm"], env={"FAKEDETECT_LOGICAL_CPUS": "2"})
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "train_batchnorm with 2 replicas" in out, out
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
 def test_two_workers_on_loopback_match_one_process(tiny_data, tmp_path):
     """Two worker processes (2 x batch 4) train exactly what one process (batch 8) trains: the global batches hold
     the same images (the stream is shuffled with one seed, then sharded by file), the gradients are summed."""

@@ -55,6 +55,8 @@ class TrainConfig:
     stochastic_depth: bool = True  # the backbone's per-block dropout while training (False: none)
     # Fine-tune the unfrozen range's BatchNormalization too: scale and offset trained, statistics taken from the
     # training batches (and their moving averages updated); False keeps ImageNet's statistics (small batches).
+    # One replica only (each would keep its own statistics). With ema_decay, the averaged weights are validated
+    # with the raw weights' moving statistics (Keras averages trainable variables only).
     train_batchnorm: bool = False
     val_fraction: float = 0.1
     max_per_class: int | None = None

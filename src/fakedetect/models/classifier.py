@@ -10,8 +10,7 @@ from fakedetect.models.registry import build_backbone, get_spec
 
 
 def build_model(backbone: str, weights: str = "imagenet", image_size: int | None = None,
-                dropout: float = 0.2, stochastic_depth: bool = True, any_size: bool = False,
-                train_batchnorm: bool = False) -> keras.Model:
+                dropout: float = 0.2, stochastic_depth: bool = True, any_size: bool = False) -> keras.Model:
     """Builds the full model; it takes raw 0..255 RGB pixels and outputs the probability of fake.
 
     The backbone is frozen (phase 1 of training); see :func:`unfreeze` for phase 2.
@@ -24,9 +23,6 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int | None
             layers at other sizes (progressive resizing). Its strided convolutions then pad as for even inputs,
             which equals the fixed-size build only when every strided layer sees an even size: sizes that are
             multiples of 32 (the config checks it). Off, the backbone is built at ``image_size`` exactly.
-        train_batchnorm: let the backbone's BatchNormalization layers that :func:`unfreeze` makes trainable
-            normalise with the batch's statistics while training (and update their moving statistics), instead
-            of always running with ImageNet's. Off (the default), every BatchNormalization stays in inference mode.
     """
     size = image_size or get_spec(backbone).image_size
     base = build_backbone(backbone, weights, size, any_size=any_size)
@@ -37,24 +33,24 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int | None
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
     inputs = keras.Input((size, size, 3), name="image")
-    # training=False keeps BatchNormalization in inference mode, also once layers are unfrozen. Without it, a
-    # BatchNormalization layer uses the batch's statistics only while training *and* trainable (Keras 3).
-    x = base(inputs) if train_batchnorm else base(inputs, training=False)
+    # Keras 3 passes the outer call's training=True through this training=False: what keeps BatchNormalization
+    # in inference mode while fine-tuning is that its layers stay untrainable (see unfreeze): a BatchNormalization
+    # layer uses the batch's statistics only while training *and* trainable.
+    x = base(inputs, training=False)
     x = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(x)
     x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"fakedetect_{backbone.replace('-', '_')}")
 
 
-def any_size_view(model: keras.Model, train_batchnorm: bool = False) -> keras.Model:
+def any_size_view(model: keras.Model) -> keras.Model:
     """The same layers (the same weights) taking square images of any size: what progressive resizing trains.
 
     The model itself keeps its fixed input, the size it is validated, saved and served at. It must have been
     built with ``any_size`` (a fixed-size backbone refuses other sizes).
     """
     inputs = keras.Input((None, None, 3), name="image_any_size")
-    base = get_backbone(model)
-    x = base(inputs) if train_batchnorm else base(inputs, training=False)
+    x = get_backbone(model)(inputs, training=False)
     for name in (POOL_LAYER, DROPOUT_LAYER, OUTPUT_LAYER):
         x = model.get_layer(name)(x)
     return keras.Model(inputs, x, name=f"{model.name}_any_size")
@@ -70,8 +66,9 @@ def unfreeze(model: keras.Model, top: int | str, batchnorm: bool = False) -> lis
     Args:
         top: a number of backbone layers counted from the end, or a block name prefix (``"block6"``): that
             block and every layer after it.
-        batchnorm: also make the BatchNormalization layers in that range trainable (their scale and offset;
-            their statistics follow the training batches when the model was built with ``train_batchnorm``).
+        batchnorm: also make the BatchNormalization layers in that range trainable: their scale and offset are
+            then trained, and while training they normalise with the batch's statistics and update their moving
+            statistics (per replica: one replica only, see ``TrainConfig.train_batchnorm``).
 
     Returns:
         Names of the backbone layers that are now trainable and hold weights.

@@ -121,7 +121,7 @@ def finetune_phase(s: Setup, loop: Loop) -> Phase:
     with strategy.scope():
         names = unfreeze(model, cfg.unfreeze, batchnorm=cfg.train_batchnorm)
         # Progressive resizing trains the same layers at other sizes; validation stays at the model's size.
-        trained = model if set(sizes) == {size} else any_size_view(model, cfg.train_batchnorm)
+        trained = model if set(sizes) == {size} else any_size_view(model)
     start = int(loop.state.get("phase_epoch", 0)) if loop.state.get("phase") == "finetune" else 0
     log.info(f"phase 2: fine-tuning {len(names)} backbone layer(s) with weights "
              f"({'BatchNorm trained, batch statistics' if cfg.train_batchnorm else 'BatchNorm frozen'}), "

@@ -22,7 +22,7 @@ from fakedetect.card import CARD_FILE
 from fakedetect.config import TrainConfig, dump_config, load_config
 from fakedetect.data.splits import digest_ids
 from fakedetect.domain import DOMAIN_FILE
-from fakedetect.errors import DataError, RunError, RunExistsError
+from fakedetect.errors import ConfigError, DataError, RunError, RunExistsError
 from fakedetect.models.lite_weights import lite_pth_path
 from fakedetect.models.registry import check_unfreeze, check_weights_file
 from fakedetect.run import HASHES_FILE, MODEL_FILE
@@ -82,6 +82,9 @@ def train(data_root, cfg: TrainConfig, out: str | Path | None = None, overwrite:
         preflight(cfg, out, overwrite)
     # The strategy comes before any other TensorFlow work (MultiWorkerMirroredStrategy configures the runtime).
     strategy = make_strategy(cfg.strategy, cfg.devices)
+    if cfg.train_batchnorm and replicas(strategy) > 1:
+        raise ConfigError(f"train_batchnorm with {replicas(strategy)} replicas: each replica would keep its own "
+                          "BatchNormalization statistics; train on one device, or leave BatchNorm frozen")
     train_split, val_split, summary = prepare_data(data_root, cfg)
     out = Path(out) if out is not None else default_run_dir(cfg)
     run_dir, created = _open_run_folder(out, overwrite, resume)
@@ -145,7 +148,7 @@ def _train(s: Setup) -> TrainResult:
     mixed = _mixed_precision(s)
     with s.strategy.scope():
         model = build_model(s.cfg.backbone, s.cfg.weights, s.cfg.image_size, s.cfg.dropout, s.cfg.stochastic_depth,
-                            any_size=bool(s.cfg.finetune_sizes), train_batchnorm=s.cfg.train_batchnorm)
+                            any_size=bool(s.cfg.finetune_sizes))
     loop = _make_loop(s, model, mixed)
     if num_workers(s.strategy) > 1:
         _check_same_data(s)
