@@ -59,7 +59,7 @@ def test_label_smoothing_moves_targets_toward_one_half():
 @pytest.mark.parametrize("config_error", [
     {"schedule": "step"}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"finetune_sizes": [64, 64]},
     {"finetune_sizes": [16]}, {"finetune_sizes": [48]}, {"min_lr_ratio": 2},
-    {"image_size": 96 + 16, "finetune_sizes": [64]}, {"train_batchnorm": "yes"},
+    {"image_size": 96 + 16, "finetune_sizes": [64]}, {"train_batchnorm": "yes"}, {"weight_decay": -0.1},
 ])
 def test_recipe_settings_are_checked(config_error):
     from fakedetect.config import load_config
@@ -67,6 +67,27 @@ def test_recipe_settings_are_checked(config_error):
 
     with pytest.raises(ConfigError, match=next(iter(config_error))):
         load_config(None, {"epochs_finetune": 2, "image_size": 96, **config_error})
+
+
+def test_weight_decay_shrinks_kernels_by_rate_times_decay_and_leaves_biases(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from fakedetect.config import load_config
+    from fakedetect.training.loop import Loop, Recorder
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2, bias_initializer="ones")(inp))
+    kernel, bias = (np.array(w) for w in model.get_weights())
+    for decay in (0.0, 0.1):
+        model.set_weights([kernel, bias])
+        loop = Loop(tf.distribute.get_strategy(), load_config(None, {"weight_decay": decay}), model, 8,
+                    np.ones(2, np.float32), Recorder(tmp_path, True), tmp_path, tmp_path, {})
+        opt = loop._optimizer(0.5, model.trainable_variables)
+        opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])  # Adam moves nothing
+        k, b = model.get_weights()
+        np.testing.assert_allclose(k, kernel * (1 - 0.5 * decay), rtol=1e-6)
+        np.testing.assert_array_equal(b, bias)
 
 
 def _head_loop(tmp_path, ema_decay, val_losses):
@@ -158,7 +179,8 @@ def test_train_batchnorm_in_a_real_run_moves_the_unfrozen_statistics_only(tiny_d
 
     res = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY,
                                     "--unfreeze", "block6", "--train-batchnorm", "--label-smoothing", "0.1",
-                                    "--ema-decay", "0.9", "--epochs-frozen", "0"])  # the kept model is fine-tuned
+                                    "--ema-decay", "0.9", "--epochs-frozen", "0",  # the kept model is fine-tuned
+                                    "--weight-decay", "0.01"])
     assert res.exit_code == 0, res.output
     assert "BatchNorm trained" in res.output
     trained = get_backbone(load_model(tmp_path / "run" / "model.keras"))
@@ -169,7 +191,7 @@ def test_train_batchnorm_in_a_real_run_moves_the_unfrozen_statistics_only(tiny_d
                                   np.array(trained.get_layer(layer.name).moving_variance))
             assert same == (not layer.name.startswith(("block6", "block7", "top"))), layer.name
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert cfg["train_batchnorm"] is True and cfg["label_smoothing"] == 0.1
+    assert cfg["train_batchnorm"] is True and cfg["label_smoothing"] == 0.1 and cfg["weight_decay"] == 0.01
 
 
 def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):

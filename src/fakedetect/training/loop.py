@@ -114,7 +114,11 @@ class Loop:
 
         # With ema_decay, Keras keeps the moving average of the weights (across replicas) inside the optimizer.
         ema = self.cfg.ema_decay
-        opt = keras.optimizers.Adam(learning_rate, use_ema=bool(ema), ema_momentum=ema or 0.99)
+        # With weight_decay, Adam applies it decoupled (AdamW: w -= lr * decay * w), to kernels only.
+        decay = float(self.cfg.weight_decay) or None
+        opt = keras.optimizers.Adam(learning_rate, weight_decay=decay, use_ema=bool(ema), ema_momentum=ema or 0.99)
+        if decay:
+            opt.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
         if self.mixed_precision:
             opt = keras.optimizers.LossScaleOptimizer(opt)
         opt.build(variables)
