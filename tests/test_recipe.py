@@ -60,6 +60,7 @@ def test_label_smoothing_moves_targets_toward_one_half():
     {"schedule": "step"}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"finetune_sizes": [64, 64]},
     {"finetune_sizes": [16]}, {"finetune_sizes": [48]}, {"min_lr_ratio": 2},
     {"image_size": 96 + 16, "finetune_sizes": [64]}, {"train_batchnorm": "yes"}, {"weight_decay": -0.1},
+    {"mixup": -1},
 ])
 def test_recipe_settings_are_checked(config_error):
     from fakedetect.config import load_config
@@ -67,6 +68,34 @@ def test_recipe_settings_are_checked(config_error):
 
     with pytest.raises(ConfigError, match=next(iter(config_error))):
         load_config(None, {"epochs_finetune": 2, "image_size": 96, **config_error})
+
+
+def test_mixup_mixes_images_and_labels_alike_and_repeatably(tmp_path):
+    from PIL import Image
+
+    from fakedetect.data.pipeline import build_stream
+
+    paths, labels = [], []
+    for i in range(8):  # reals black, fakes white: a mixed image's grey level / 255 is its mixed label
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (255 * (i % 2),) * 3).save(p)
+        paths.append(str(p))
+        labels.append(i % 2)
+
+    def batches(mixup):
+        return [(x.numpy(), y.numpy()) for x, y in build_stream(paths, labels, 8, 8, None, 1, mixup=mixup).take(6)]
+
+    plain, mixed = batches(0.0), batches(0.4)
+    assert all(set(y) <= {0.0, 1.0} for _, y in plain)
+    assert any(not set(y) <= {0.0, 1.0} for _, y in mixed)  # lam ~ Beta(0.4, 0.4) lands strictly inside (0, 1)
+    for (_, y0), (x1, y1) in zip(plain, mixed, strict=True):
+        assert y1.sum() == pytest.approx(y0.sum(), abs=1e-4)  # the same batch, mixed with a shuffle of itself
+        grey = x1.mean(axis=(1, 2, 3)) / 255
+        assert np.allclose(grey, y1, atol=1e-3)  # images and labels mixed by the same lam
+        inside = grey[(grey > 1e-3) & (grey < 1 - 1e-3)]
+        assert np.allclose(np.minimum(inside, 1 - inside), np.minimum(inside, 1 - inside)[:1], atol=1e-3)  # one lam
+    again = batches(0.4)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(mixed, again, strict=True))
 
 
 def test_weight_decay_shrinks_kernels_by_rate_times_decay_and_leaves_biases(tmp_path):
@@ -180,7 +209,7 @@ def test_train_batchnorm_in_a_real_run_moves_the_unfrozen_statistics_only(tiny_d
     res = CliRunner().invoke(main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *TINY,
                                     "--unfreeze", "block6", "--train-batchnorm", "--label-smoothing", "0.1",
                                     "--ema-decay", "0.9", "--epochs-frozen", "0",  # the kept model is fine-tuned
-                                    "--weight-decay", "0.01"])
+                                    "--weight-decay", "0.01", "--mixup", "0.2"])
     assert res.exit_code == 0, res.output
     assert "BatchNorm trained" in res.output
     trained = get_backbone(load_model(tmp_path / "run" / "model.keras"))
@@ -192,6 +221,7 @@ def test_train_batchnorm_in_a_real_run_moves_the_unfrozen_statistics_only(tiny_d
             assert same == (not layer.name.startswith(("block6", "block7", "top"))), layer.name
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["train_batchnorm"] is True and cfg["label_smoothing"] == 0.1 and cfg["weight_decay"] == 0.01
+    assert cfg["mixup"] == 0.2
 
 
 def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, tiny_data, tmp_path):

@@ -71,6 +71,9 @@ class TrainConfig:
     warmup_steps: int | None = None  # None: 200 steps when rates are scaled for several replicas, else none
     ema_decay: float | None = None  # e.g. 0.999: also keep a moving average of the weights; the better is kept
     label_smoothing: float = 0.0  # targets 0/1 become s/2 and 1 - s/2 while training
+    # Mixup: each training batch (after augmentation) becomes lam x itself + (1 - lam) x a shuffle of itself, labels
+    # alike, lam ~ Beta(mixup, mixup), one per batch; 0: off. Image streams only (not the frozen phase's features).
+    mixup: float = 0.0
     # Decoupled weight decay (AdamW): each step, kernels shrink by learning rate x weight_decay (biases and other
     # 1-D variables are left alone); 0: plain Adam.
     weight_decay: float = 0.0
@@ -228,6 +231,8 @@ def _validate_schedule(cfg: TrainConfig) -> None:
            cfg.ema_decay, "null, or a decay in (0, 1) such as 0.999")
     _check(isinstance(cfg.label_smoothing, (int, float)) and 0 <= cfg.label_smoothing < 1, "label_smoothing",
            cfg.label_smoothing, "in [0, 1)")
+    _check(isinstance(cfg.mixup, (int, float)) and not isinstance(cfg.mixup, bool) and 0 <= cfg.mixup <= 10,
+           "mixup", cfg.mixup, "0 (off) or the alpha of Beta(alpha, alpha) in (0, 10], e.g. 0.2")
     _check(isinstance(cfg.weight_decay, (int, float)) and not isinstance(cfg.weight_decay, bool)
            and 0 <= cfg.weight_decay < 1, "weight_decay", cfg.weight_decay, "in [0, 1), e.g. 0.05")
     _check(cfg.finetune_sizes is None or (

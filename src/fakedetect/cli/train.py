@@ -74,6 +74,9 @@ def _default(name: str, unit: str = "") -> str:
                    "it and the raw weights is validated and kept (default: the config's, else none).")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
               help="Train towards s/2 and 1 - s/2 instead of 0 and 1 " + _default("label_smoothing"))
+@click.option("--mixup", type=click.FloatRange(0, 10), metavar="ALPHA",
+              help="Mix each training batch with a shuffle of itself, images and labels, by lam ~ Beta(ALPHA, ALPHA) "
+                   + _default("mixup"))
 @click.option("--weight-decay", type=click.FloatRange(0, 1, max_open=True),
               help="Decoupled weight decay (AdamW): kernels shrink by rate x decay each step "
                    + _default("weight_decay"))

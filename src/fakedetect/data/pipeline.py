@@ -152,10 +152,21 @@ def mix_streams(make, n: int, sources: list[int] | None, mix: list[float] | None
     return tf.data.Dataset.sample_from_datasets([d for d, _ in kept], weights=[w / total for _, w in kept], seed=seed)
 
 
+def mixup_batch(x: tf.Tensor, y: tf.Tensor, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al., 2018): the batch becomes lam x itself + (1 - lam) x a permutation of itself, images
+    and labels alike, with one lam ~ Beta(alpha, alpha) per batch; ``seed`` (two integers) makes it repeatable."""
+    s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    g1 = tf.random.stateless_gamma([], s[0], alpha)
+    g2 = tf.random.stateless_gamma([], s[1], alpha)
+    lam = tf.math.divide_no_nan(g1, g1 + g2)
+    perm = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], s[2]))
+    return lam * x + (1 - lam) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)
+
+
 def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,
                  augment: AugmentConfig | None, seed: int, pillow_only: list[bool] | None = None,
                  shard: tuple[int, int] = (1, 0), cache: bool = False, sources: list[int] | None = None,
-                 mix: list[float] | None = None) -> tf.data.Dataset:
+                 mix: list[float] | None = None, mixup: float = 0.0) -> tf.data.Dataset:
     """The endless training stream of one input pipeline: (images, labels) batches of ``batch_size``, full only.
 
     The file list is reshuffled every epoch with ``seed`` (the same order on every worker), then sharded by
@@ -167,6 +178,8 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     epochs only shuffle, augment and resize them.
 
     With several sources (``sources``, ``mix``): drawn by share, before sharding (see :func:`mix_streams`).
+    With ``mixup`` (an alpha > 0), each batch is mixed with itself after augmentation (:func:`mixup_batch`): the
+    labels become fractions.
     """
     n_shards, index = shard
     if cache and n_shards != 1:
@@ -198,4 +211,8 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     augmenter = build_augmenter(augment, seed) if augment is not None else None
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    if mixup:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: mixup_batch(*xy, float(mixup), s),
+                                                   num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

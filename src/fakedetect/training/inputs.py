@@ -137,7 +137,8 @@ def image_stream(strategy, split: Split, image_size: int, global_batch: int, cfg
         per_replica = ctx.get_per_replica_batch_size(global_batch)
         return build_stream(split.paths, split.labels, image_size, per_replica, cfg.augment, seed,
                             split.pillow_only, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id),
-                            cache=cache and ctx.num_input_pipelines == 1, sources=split.sources, mix=mix)
+                            cache=cache and ctx.num_input_pipelines == 1, sources=split.sources, mix=mix,
+                            mixup=cfg.mixup)
 
     return strategy.distribute_datasets_from_function(fn), cache
 

@@ -139,7 +139,7 @@ class Loop:
             with tf.GradientTape() as tape:
                 p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
                 per_example = keras.losses.binary_crossentropy(smooth_labels(y, smoothing)[:, None], p[:, None])
-                weighted = per_example * tf.gather(class_w, tf.cast(y, tf.int32))
+                weighted = per_example * (y * class_w[1] + (1 - y) * class_w[0])  # labels may be mixed (mixup)
                 # Divided by the global batch: summed over replicas, the gradients are the batch mean.
                 loss = tf.nn.compute_average_loss(weighted, global_batch_size=global_batch)
                 if model.losses:
