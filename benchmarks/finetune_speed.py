@@ -1,0 +1,67 @@
+"""Fine-tuning speed of backbone x input size x unfrozen range: images/s of fakedetect's training step.
+
+What an epoch of a recipe costs before spending an hour on it (issue 13: Lite1 against Lite0 at equal time,
+larger inputs, fewer unfrozen blocks). The step is the training loop's own (forward, backward, Adam update,
+batch 64) on in-memory tensors, so the figures are the backbone's ceiling; an epoch of the real stream adds
+decoding, augmentation and validation (CIFAKE at 96 px: ~560-630 s per epoch against the 595 s below).
+
+    python benchmarks/finetune_speed.py [efficientnet-lite0:96:block1 efficientnet-lite1:96:block1 ...]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import machine, table
+
+DEFAULT = ["efficientnet-lite0:96:block1", "efficientnet-lite0:96:block2", "efficientnet-lite0:96:block3",
+           "efficientnet-lite1:96:block1", "efficientnet-lite0:112:block1", "efficientnet-lite0:128:block1"]
+BATCH, STEPS, EPOCH = 64, 30, 90_000  # CIFAKE's training carve
+
+
+def main() -> int:
+    import keras
+    import tensorflow as tf
+
+    from fakedetect.config import load_config
+    from fakedetect.models.classifier import build_model, unfreeze
+    from fakedetect.training.loop import Loop, Recorder
+
+    strategy = tf.distribute.get_strategy()
+    rows = []
+    for variant in sys.argv[1:] or DEFAULT:
+        backbone, size, top = variant.split(":")
+        size = int(size)
+        cfg = load_config("cifake-cpu", {"image_size": size, "backbone": backbone, "unfreeze": top})
+        model = build_model(backbone, "imagenet", size)
+        tmp = Path(tempfile.mkdtemp())
+        loop = Loop(strategy, cfg, model, BATCH, np.ones(2, np.float32), Recorder(tmp, False), tmp, tmp, {})
+        unfreeze(model, top)
+        opt = keras.optimizers.Adam(1e-4)
+        opt.build(model.trainable_variables)
+        step = loop._train_step(model, opt)
+        x = np.random.default_rng(0).uniform(0, 255, (BATCH, size, size, 3)).astype("float32")
+        y = np.random.default_rng(1).integers(0, 2, (BATCH,)).astype("float32")
+        it = iter(strategy.distribute_datasets_from_function(
+            lambda ctx, x=x, y=y: tf.data.Dataset.from_tensors((x, y)).repeat()))
+        for _ in range(3):  # tracing
+            np.asarray(step(it))
+        t = time.perf_counter()
+        for _ in range(STEPS):
+            np.asarray(step(it))
+        ips = STEPS * BATCH / (time.perf_counter() - t)
+        rows.append({"backbone": backbone, "px": size, "unfrozen from": top, "images/s": ips,
+                     "s per 90,000-image epoch": EPOCH / ips})
+        print(f"  {variant}: {ips:.1f} images/s", flush=True)
+    print(f"\nfine-tuning speed, {dt.date.today()}, {machine()}, keras {keras.__version__}, batch {BATCH}\n")
+    print(table(rows, ["backbone", "px", "unfrozen from", "images/s", "s per 90,000-image epoch"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
