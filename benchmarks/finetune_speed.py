@@ -3,7 +3,8 @@
 What an epoch of a recipe costs before spending an hour on it (issue 13: Lite1 against Lite0 at equal time,
 larger inputs, fewer unfrozen blocks). The step is the training loop's own (forward, backward, Adam update,
 batch 64) on in-memory tensors, so the figures are the backbone's ceiling; an epoch of the real stream adds
-decoding, augmentation and validation (CIFAKE at 96 px: ~560-630 s per epoch against the 595 s below).
+decoding, augmentation and validation (CIFAKE's real epochs at 96 px took 550-633 s in RESULTS.md, against
+~595 s from this step alone).
 
     python benchmarks/finetune_speed.py [efficientnet-lite0:96:block1 efficientnet-lite1:96:block1 ...]
 """
@@ -33,13 +34,14 @@ def main() -> int:
     from fakedetect.training.loop import Loop, Recorder
 
     strategy = tf.distribute.get_strategy()
+    scratch = tempfile.TemporaryDirectory()  # the loop's run folder: nothing is written to it here
     rows = []
     for variant in sys.argv[1:] or DEFAULT:
         backbone, size, top = variant.split(":")
         size = int(size)
         cfg = load_config("cifake-cpu", {"image_size": size, "backbone": backbone, "unfreeze": top})
-        model = build_model(backbone, "imagenet", size)
-        tmp = Path(tempfile.mkdtemp())
+        model = build_model(backbone, "imagenet", size, cfg.dropout, cfg.stochastic_depth)
+        tmp = Path(scratch.name)
         loop = Loop(strategy, cfg, model, BATCH, np.ones(2, np.float32), Recorder(tmp, False), tmp, tmp, {})
         unfreeze(model, top)
         opt = keras.optimizers.Adam(1e-4)

@@ -76,11 +76,11 @@ def test_mixup_mixes_images_and_labels_alike_and_repeatably(tmp_path):
     from fakedetect.data.pipeline import build_stream
 
     paths, labels = [], []
-    for i in range(8):  # reals black, fakes white: a mixed image's grey level / 255 is its mixed label
+    for i in range(20):  # reals black, fakes white: a mixed image's grey level / 255 is its mixed label
         p = tmp_path / f"{i}.png"
-        Image.new("RGB", (8, 8), (255 * (i % 2),) * 3).save(p)
+        Image.new("RGB", (8, 8), (255 * (i % 3 == 0),) * 3).save(p)
         paths.append(str(p))
-        labels.append(i % 2)
+        labels.append(int(i % 3 == 0))
 
     def batches(mixup):
         return [(x.numpy(), y.numpy()) for x, y in build_stream(paths, labels, 8, 8, None, 1, mixup=mixup).take(6)]
@@ -89,13 +89,33 @@ def test_mixup_mixes_images_and_labels_alike_and_repeatably(tmp_path):
     assert all(set(y) <= {0.0, 1.0} for _, y in plain)
     assert any(not set(y) <= {0.0, 1.0} for _, y in mixed)  # lam ~ Beta(0.4, 0.4) lands strictly inside (0, 1)
     for (_, y0), (x1, y1) in zip(plain, mixed, strict=True):
-        assert y1.sum() == pytest.approx(y0.sum(), abs=1e-4)  # the same batch, mixed with a shuffle of itself
+        # 8 of 20 files per batch: the same batch as without mixup, mixed with a shuffle of itself (not another's)
+        assert y1.sum() == pytest.approx(y0.sum(), abs=1e-4)
         grey = x1.mean(axis=(1, 2, 3)) / 255
         assert np.allclose(grey, y1, atol=1e-3)  # images and labels mixed by the same lam
         inside = grey[(grey > 1e-3) & (grey < 1 - 1e-3)]
         assert np.allclose(np.minimum(inside, 1 - inside), np.minimum(inside, 1 - inside)[:1], atol=1e-3)  # one lam
     again = batches(0.4)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(mixed, again, strict=True))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(mixed, again, strict=True))
+
+
+def test_mixup_under_mixed_precision_keeps_float16_images(tmp_path):
+    import keras
+    from PIL import Image
+
+    from fakedetect.config import AugmentConfig
+    from fakedetect.data.pipeline import build_stream
+
+    paths = []
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i,) * 3).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as training does on a GPU: augmentation in float16
+    try:
+        x, y = next(iter(build_stream(paths, [0, 1, 0, 1], 8, 4, AugmentConfig(), 0, mixup=0.4)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert x.dtype == "float16" and y.dtype == "float32" and x.shape == (4, 8, 8, 3)
 
 
 def test_weight_decay_shrinks_kernels_by_rate_times_decay_and_leaves_biases(tmp_path):

@@ -75,7 +75,8 @@ def _default(name: str, unit: str = "") -> str:
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
               help="Train towards s/2 and 1 - s/2 instead of 0 and 1 " + _default("label_smoothing"))
 @click.option("--mixup", type=click.FloatRange(0, 10), metavar="ALPHA",
-              help="Mix each training batch with a shuffle of itself, images and labels, by lam ~ Beta(ALPHA, ALPHA) "
+              help="Mix each batch of training images with a shuffle of itself, images and labels, by "
+                   "lam ~ Beta(ALPHA, ALPHA) (not the frozen phase's cached features) "
                    + _default("mixup"))
 @click.option("--weight-decay", type=click.FloatRange(0, 1, max_open=True),
               help="Decoupled weight decay (AdamW): kernels shrink by rate x decay each step "

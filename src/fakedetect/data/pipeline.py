@@ -160,7 +160,8 @@ def mixup_batch(x: tf.Tensor, y: tf.Tensor, alpha: float, seed: tf.Tensor) -> tu
     g2 = tf.random.stateless_gamma([], s[1], alpha)
     lam = tf.math.divide_no_nan(g1, g1 + g2)
     perm = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], s[2]))
-    return lam * x + (1 - lam) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)
+    lx = tf.cast(lam, x.dtype)  # float16 images under a mixed-precision policy; labels stay float32
+    return lx * x + (1 - lx) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)
 
 
 def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,
@@ -179,7 +180,8 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
 
     With several sources (``sources``, ``mix``): drawn by share, before sharding (see :func:`mix_streams`).
     With ``mixup`` (an alpha > 0), each batch is mixed with itself after augmentation (:func:`mixup_batch`): the
-    labels become fractions.
+    labels become fractions. The mixing seeds are sharded like the files, so pipeline ``i`` of ``n`` mixes its
+    batches as the ``i``-th replica of one machine would; partners come from the same per-replica batch.
     """
     n_shards, index = shard
     if cache and n_shards != 1:
@@ -212,7 +214,7 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
     if mixup:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        seeds = tf.data.Dataset.random(seed=seed).batch(2).shard(n_shards, index)
         ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: mixup_batch(*xy, float(mixup), s),
                                                    num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -138,8 +138,15 @@ class Loop:
         def replica_step(x, y):
             with tf.GradientTape() as tape:
                 p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
-                per_example = keras.losses.binary_crossentropy(smooth_labels(y, smoothing)[:, None], p[:, None])
-                weighted = per_example * (y * class_w[1] + (1 - y) * class_w[0])  # labels may be mixed (mixup)
+                # y is each example's share of fake (0 or 1; a fraction under mixup). Cross-entropy is linear in
+                # its target, so the loss is y x (loss towards fake) + (1 - y) x (loss towards real), each term with
+                # its class's weight: the per-term weighting mixup calls for; for 0/1 labels, w[y] x BCE(y, p).
+                to_fake = keras.losses.binary_crossentropy(smooth_labels(tf.ones_like(y), smoothing)[:, None],
+                                                           p[:, None])
+                to_real = keras.losses.binary_crossentropy(smooth_labels(tf.zeros_like(y), smoothing)[:, None],
+                                                           p[:, None])
+                per_example = y * to_fake + (1 - y) * to_real
+                weighted = y * class_w[1] * to_fake + (1 - y) * class_w[0] * to_real
                 # Divided by the global batch: summed over replicas, the gradients are the batch mean.
                 loss = tf.nn.compute_average_loss(weighted, global_batch_size=global_batch)
                 if model.losses:

@@ -94,6 +94,8 @@ def frozen_phase(s: Setup, loop: Loop) -> Phase:
                                                   s.mix)[0],
                      validator(model, val_shard(s), size, cfg.batch_size, n_sources=s.n_sources),
                      cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
+    if cfg.mixup:
+        log.info("  mixup applies to the fine-tuning images, not to the frozen phase's cached features")
     t0 = time.perf_counter()
     shard = shard_of(s.train, num_workers(strategy), worker_index(strategy))
     f_train, y_train, src_train = features(model, shard, size, cfg.batch_size, "training images")
