@@ -4,7 +4,7 @@ What an epoch of a recipe costs before spending an hour on it (issue 13: Lite1 a
 larger inputs, fewer unfrozen blocks). The step is the training loop's own (forward, backward, Adam update,
 batch 64) on in-memory tensors, so the figures are the backbone's ceiling; an epoch of the real stream adds
 decoding, augmentation and validation (CIFAKE's real epochs at 96 px took 550-633 s in RESULTS.md, against
-~595 s from this step alone).
+510-600 s from this step alone).
 
     python benchmarks/finetune_speed.py [efficientnet-lite0:96:block1 efficientnet-lite1:96:block1 ...]
 """
