@@ -47,3 +47,22 @@ def test_invalid_values_name_the_field(overrides, field):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="not found.*presets"):
         load_config("no/such.yaml")
+
+
+def test_a_config_names_its_base_and_says_only_what_differs(tmp_path):
+    fast, full = load_config("cifake-fast").to_dict(), load_config("cifake-cpu").to_dict()
+    assert fast["epochs_finetune"] == 2 and full["epochs_finetune"] == 5
+    assert {k for k in full if fast[k] != full[k]} == {"epochs_finetune"}
+    (tmp_path / "mine.yaml").write_text("base: cifake-fast\naugment: {jpeg_prob: 0.5}\n")
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nseed: 7\n")  # a file next to it, then a preset chain
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.seed, cfg.augment.jpeg_prob, cfg.augment.zoom, cfg.epochs_finetune) == (7, 0.5, 0.05, 2)
+
+
+@pytest.mark.parametrize("text, message", [("base: b.yaml\n", "name each other as base"),
+                                           ("base: 3\n", "invalid base"), ("base: nowhere\n", "not found")])
+def test_a_bad_base_is_refused(tmp_path, text, message):
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")

@@ -124,7 +124,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """
     cfg = TrainConfig()
     if path is not None:
-        _overlay(cfg, read_yaml(resolve_config_path(path)), "")
+        for layer in read_config_file(resolve_config_path(path)):
+            _overlay(cfg, layer, "")
     if overrides:
         _overlay(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
     validate(cfg)
@@ -149,6 +150,23 @@ def resolve_config_path(path: str | Path) -> Path:
         return preset
     presets = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
     raise ConfigError(f"config file not found: {path} (shipped presets: {presets})")
+
+
+def read_config_file(path: Path, _chain: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """A config file's settings as layers to apply in order: those of the file it names as ``base`` (a file next
+    to it, or a shipped preset), recursively, then its own. A recipe that differs from another in a few values
+    says only those."""
+    here = path.resolve()
+    if here in _chain:
+        raise ConfigError(f"config files name each other as base: {' -> '.join(str(p) for p in (*_chain, here))}")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return [data]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"invalid base={base!r} in {path}: must be a preset name or a config file")
+    near = path.parent / base
+    return [*read_config_file(near if near.is_file() else resolve_config_path(base), (*_chain, here)), data]
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
