@@ -3,8 +3,8 @@
 What an epoch of a recipe costs before spending an hour on it (issue 13: Lite1 against Lite0 at equal time,
 larger inputs, fewer unfrozen blocks). The step is the training loop's own (forward, backward, Adam update;
 batch 64 unless a variant names another) on in-memory tensors, so the figures are the backbone's ceiling; an epoch
-of the real stream adds decoding, augmentation and validation (CIFAKE's real epochs at 96 px took 550-633 s in
-RESULTS.md, against 510-600 s from this step alone).
+of the real stream adds decoding, augmentation and validation (CIFAKE's real epochs at 96 px took 545-633 s in
+RESULTS.md, against 465-600 s from this step alone).
 
     python benchmarks/finetune_speed.py [efficientnet-lite0:96:block1 efficientnet-lite1:96:block1:128 ...]
 
@@ -27,7 +27,20 @@ DEFAULT = ["efficientnet-lite0:96:block1", "efficientnet-lite0:96:block2", "effi
 BATCH, IMAGES, EPOCH = 64, 1920, 90_000  # default batch; images timed per variant; CIFAKE's training carve
 
 
+def parse(variant: str) -> tuple[str, str, int, str, int] | None:
+    """(variant, backbone, px, unfrozen-from, batch) from ``backbone:px:unfrozen-from[:batch]``; None if malformed."""
+    fields = variant.split(":")
+    if len(fields) not in (3, 4) or not all(f.isdigit() and int(f) > 0 for f in fields[1:2] + fields[3:]):
+        return None
+    return variant, fields[0], int(fields[1]), fields[2], int(fields[3]) if len(fields) == 4 else BATCH
+
+
 def main() -> int:
+    variants = [parse(v) for v in sys.argv[1:] or DEFAULT]
+    if None in variants:
+        bad = [v for v in sys.argv[1:] if parse(v) is None]
+        print(f"not backbone:px:unfrozen-from[:batch] with positive whole numbers: {' '.join(bad)}", file=sys.stderr)
+        return 2
     import keras
     import tensorflow as tf
 
@@ -38,9 +51,7 @@ def main() -> int:
     strategy = tf.distribute.get_strategy()
     scratch = tempfile.TemporaryDirectory()  # the loop's run folder: nothing is written to it here
     rows = []
-    for variant in sys.argv[1:] or DEFAULT:
-        backbone, size, top, *rest = variant.split(":")
-        size, batch = int(size), int(rest[0]) if rest else BATCH
+    for variant, backbone, size, top, batch in variants:
         steps = max(IMAGES // batch, 5)
         cfg = load_config("cifake-cpu", {"image_size": size, "backbone": backbone, "unfreeze": top})
         model = build_model(backbone, "imagenet", size, cfg.dropout, cfg.stochastic_depth)
