@@ -36,9 +36,10 @@ def parse(variant: str) -> tuple[str, str, int, str, int] | None:
 
 
 def main() -> int:
-    variants = [parse(v) for v in sys.argv[1:] or DEFAULT]
+    given = sys.argv[1:] or DEFAULT
+    variants = [parse(v) for v in given]
     if None in variants:
-        bad = [v for v in sys.argv[1:] if parse(v) is None]
+        bad = [v for v, parsed in zip(given, variants, strict=True) if parsed is None]
         print(f"not backbone:px:unfrozen-from[:batch] with positive whole numbers: {' '.join(bad)}", file=sys.stderr)
         return 2
     import keras
