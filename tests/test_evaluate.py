@@ -54,6 +54,7 @@ def test_evaluate_writes_everything_and_counts_add_up(calibrated_run, tiny_data,
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= len(PLOTS)
     assert "Most confident mistakes" in page and "http://" not in page and "https://" not in page
+    assert str(tiny_data.resolve()) not in page and f"<td style='text-align:left'>{tiny_data.name}</td>" in page
     again = CliRunner().invoke(main, ["evaluate", str(calibrated_run), "--data", str(data), "--out", str(out)])
     assert again.exit_code == 1 and "already exists" in again.output
 

@@ -117,6 +117,8 @@ def test_export_sidecar_has_threshold_and_temperature(calib_run, tmp_path):
     assert card["calibration"]["temperature"] == TEMPERATURE and card["export_format"] == "tflite"
     assert card["export_calibrated"] is True
     assert "calibrated" in card["export_output"] and "threshold" in card["export_output"]
+    root = run_card["data"]["data_root"]  # a path of the training machine: never in what is exported
+    assert root.startswith("/") and root not in side.read_text() and card["data"]["sources"]
 
 
 def test_export_refuses_an_existing_path_without_overwrite(calib_run, tmp_path):

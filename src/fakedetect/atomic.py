@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,56 @@ from typing import Any
 from fakedetect.errors import OutputExistsError
 
 
-def current_umask() -> int:
-    """The process's umask (os.umask can only be read by setting it, so set it straight back)."""
+def _umask_at_import() -> int:
+    # os.umask can only be read by setting it: done once, while fakedetect is imported, not while threads write.
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux's /proc/self/status; elsewhere the umask that the
+    process had when fakedetect was imported)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as ``\\xNN``: a file name with a newline cannot forge a line
+    of a text file or a terminal escape sequence."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def safe_cell(text: str) -> str:
+    """A file name as a cell of a table a person may open in a spreadsheet: control characters escaped, and a
+    leading ``= + - @`` (a formula to Excel, LibreOffice and Google Sheets) shown as text by a leading ``'``."""
+    text = escape_controls(text)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def write_csv(target: str | os.PathLike, table, name_columns: tuple[str, ...] = ("path",)) -> None:
+    """Writes a pandas table as CSV atomically, its file-name columns through :func:`safe_cell`."""
+    table = table.assign(**{c: table[c].map(safe_cell) for c in name_columns if c in table.columns})
+    with atomic_path(target, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def write_skipped(target: str | os.PathLike, skipped) -> None:
+    """Writes ``skipped.txt``: one ``path<TAB>reason`` line per (path, reason), both through :func:`safe_cell`."""
+    write_text(target, "".join(f"{safe_cell(p)}\t{safe_cell(why)}\n" for p, why in skipped))
 
 
 def publish_dir(path: str | os.PathLike) -> None:

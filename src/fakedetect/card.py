@@ -17,6 +17,8 @@ from fakedetect.errors import RunError
 
 CARD_FILE = "model.json"
 REQUIRED = ("image_size", "threshold")
+# Keys of ``ModelCard.data`` that hold paths of the training machine (see ``ModelCard.public_dict``).
+PRIVATE_DATA_KEYS = ("data_root", "spec", "sources")
 
 
 @dataclass
@@ -72,6 +74,20 @@ class ModelCard:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def public_dict(self) -> dict:
+        """The card as it may leave the machine (the API, an export's sidecar): the training data named by its
+        source names, never by a path of this machine. ``model.json`` itself keeps the paths (resume needs them).
+        """
+        d = self.to_dict()
+        private = _paths_in(d["data"]) + _paths_in((d["domain"] or {}).get("sources"))
+        names = self.source_names()
+        d["data"] = {k: v for k, v in d["data"].items() if k not in PRIVATE_DATA_KEYS}
+        d["data"]["sources"] = [{k: v for k, v in s.items() if k != "path"} for s in self.data.get("sources", [])] \
+            or [{"name": n} for n in names]
+        if d["domain"] is not None:
+            d["domain"]["sources"] = names
+        return _scrub(d, sorted(set(private), key=len, reverse=True))
+
     def write(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / CARD_FILE
         write_json(path, self.to_dict())
@@ -101,3 +117,27 @@ class ModelCard:
             if isinstance(e, RunError):
                 raise
             raise RunError(f"{path} is unreadable ({e})") from None
+
+
+def _paths_in(value) -> list[str]:
+    """Every path string under a card's data facts: a "path" entry, a data_root string or list of them."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() if k in ("path", "data_root", "sources", "spec") for p in _paths_in(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _paths_in(v)]
+    return []
+
+
+def _scrub(value, paths: list[str]):
+    """``value`` with every occurrence of one of ``paths`` inside a string replaced by the path's last name."""
+    if isinstance(value, str):
+        for p in paths:
+            value = value.replace(p, Path(p).name)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, paths) for v in value]
+    return value

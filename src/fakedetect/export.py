@@ -92,7 +92,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
             with atomic_path(out, suffix=".onnx") as t:
                 tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=ONNX_OPSET,
                                               output_path=str(t))
-    write_json(sidecar_path(out), {**run.card.to_dict(), "export_format": fmt,
+    write_json(sidecar_path(out), {**run.card.public_dict(), "export_format": fmt,
                            "export_input": "float32 N x S x S x 3, raw RGB 0..255 (S = image_size)",
                            "export_output": OUTPUT_NOTE,
                            "export_calibrated": True,

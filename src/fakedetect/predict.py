@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fakedetect.atomic import atomic_path, write_json
+from fakedetect.atomic import write_csv, write_json
 from fakedetect.data.checks import check_images
 from fakedetect.data.layout import list_files
 from fakedetect.errors import ConfigError, DataError
@@ -70,8 +70,7 @@ def write_predictions(result: PredictResult, out: str | Path, threshold: float) 
         write_json(out, {"threshold": threshold, "predictions": result.table.to_dict(orient="records"),
                          "unreadable": [{"path": p, "reason": r} for p, r in result.unreadable]})
     elif out.suffix.lower() == ".csv":
-        with atomic_path(out) as tmp:
-            result.table.to_csv(tmp, index=False)
+        write_csv(out, result.table)  # file names neutralised: no spreadsheet formula, no forged line
     else:
         raise ConfigError(f"--out must end in .csv or .json, got {out.name}")
     return out

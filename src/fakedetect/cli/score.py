@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fakedetect.atomic import escape_controls
 from fakedetect.cli.main import (
     OUT_DIR,
     OUT_FILE,
@@ -176,7 +177,7 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
     run = load_run(run_dir)
     res = predict_paths(run, list(paths), batch_size, tta=tta)
     for path, why in res.unreadable:
-        click.echo(click.style(f"unreadable: {path}: {why}", fg="yellow"), err=True)
+        click.echo(click.style(f"unreadable: {escape_controls(path)}: {why}", fg="yellow"), err=True)
     if not len(res.table):
         raise DataError(f"no readable image in {', '.join(map(str, paths))} "
                         f"({len(res.unreadable)} unreadable file(s))")

@@ -34,15 +34,21 @@ def _check_port(host: str, port: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (0.0.0.0 exposes the app to the network).")
 @click.option("--port", type=PORT, default=8000, show_default=True)
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name clients reach the server by (repeatable; '.example.org' covers its subdomains; "
+                   "'*' any). IP addresses, localhost and this machine's names are always accepted; other names "
+                   "are refused, which stops DNS-rebinding pages.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="gunicorn worker processes (each loads the model).")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
 @_verbose_option
 @_friendly_errors
-def serve(run_dir, host, port, workers, dev, verbose):
+def serve(run_dir, host, port, allowed_hosts, workers, dev, verbose):
     """Serve the upload page and the JSON API for RUN_DIR's model (gunicorn)."""
     _check_run(run_dir)
     _check_port(host, port)
+    names = [*allowed_hosts, host]  # the name it binds is one clients use (an IP address is accepted anyway)
+    os.environ["FAKEDETECT_ALLOWED_HOSTS"] = ",".join(names)
     if dev:
         _tensorflow(verbose)
         from fakedetect.web import create_app

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +22,20 @@ log = logging.getLogger(__name__)
 TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP"}
 
 ACCEPTED_FORMATS = TF_FORMATS | {"BMP", "TIFF", "PPM"}
+# The Pillow plugins that may parse untrusted bytes (an MPO file is opened by the JPEG plugin).
+OPEN_FORMATS = sorted(ACCEPTED_FORMATS - {"MPO"})
 
 MAX_PIXELS = 64_000_000  # a larger image is refused unread (decompression-bomb guard)
 
 MAX_FILE_BYTES = 512_000_000
+
+# Bytes of files held at once by the checks of `check_images` (one file larger than this is still read, alone).
+# With Pillow's decoded copy (at most MAX_PIXELS x 4 bytes a thread) this bounds the memory of the checks.
+CHECK_BYTES_IN_FLIGHT = 1 << 30
+
+# Animated GIF and WebP: only the first frame is used, decoded by Pillow. TensorFlow's GIF decoder reads every
+# frame and sizes its output to the largest one, which Pillow's size check of the first frame does not see.
+ANIMATED_NOTE = "first frame of an animation"
 
 TF_REJECTED = "corrupt image: TensorFlow's decoder rejected it"
 
@@ -40,14 +51,42 @@ class ImageInfo:
     mode: str | None = None
     nbytes: int = 0
     sha1: str | None = None
+    animated: bool = False  # several frames: the first is used, decoded by Pillow
 
     @property
     def tf_decodable(self) -> bool:
-        return self.format in TF_FORMATS and self.mode != "CMYK"
+        return self.format in TF_FORMATS and self.mode != "CMYK" and not self.animated
 
 
-def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = False) -> ImageInfo:
-    """Opens and fully decodes one file with Pillow; never raises for a bad file."""
+def open_image(source):
+    """Pillow's ``Image.open`` limited to the accepted formats: no other plugin's parser sees untrusted bytes."""
+    from PIL import Image
+
+    return Image.open(source, formats=OPEN_FORMATS)
+
+
+class _ByteBudget:
+    """At most ``limit`` bytes held at once by the threads that take from it (a larger claim waits to be alone)."""
+    def __init__(self, limit: int):
+        self.limit, self.used, self._cond = limit, 0, threading.Condition()
+
+    def take(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = False,
+                budget: _ByteBudget | None = None) -> ImageInfo:
+    """Opens and fully decodes one file with Pillow; never raises for a bad file.
+
+    ``budget``: the bytes of the file are held only once it grants them (see :func:`check_images`).
+    """
     info = ImageInfo(str(path))
     try:
         st = os.stat(path)  # follows symlinks; a loop or a dangling link raises here
@@ -57,13 +96,22 @@ def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = Fa
         if st.st_size > MAX_FILE_BYTES:
             info.error = f"file too large ({st.st_size / 1e6:.0f} MB)"
             return info
-        data = Path(path).read_bytes()
     except OSError as e:
         info.error = f"cannot read: {e.strerror or e}"
         return info
-    if hash_bytes:
-        info.sha1 = hashlib.sha1(data).hexdigest()
-    return check_bytes(data, info, tf_verify=tf_verify)
+    if budget is not None:
+        budget.take(st.st_size)
+    try:
+        data = Path(path).read_bytes()
+        if hash_bytes:
+            info.sha1 = hashlib.sha1(data).hexdigest()
+        return check_bytes(data, info, tf_verify=tf_verify)
+    except OSError as e:
+        info.error = f"cannot read: {e.strerror or e}"
+        return info
+    finally:
+        if budget is not None:
+            budget.give(st.st_size)
 
 
 def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, tf_verify: bool = False) -> ImageInfo:
@@ -83,9 +131,10 @@ def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, t
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
+            with open_image(io.BytesIO(data)) as im:
                 info.format, info.mode = im.format, im.mode
                 info.width, info.height = im.size
+                info.animated = bool(getattr(im, "is_animated", False))
                 if info.format not in ACCEPTED_FORMATS:
                     info.error = f"unsupported image format {info.format}"
                 elif info.width * info.height > MAX_PIXELS:
@@ -114,13 +163,17 @@ def check_images(paths: Iterable[str | Path], hash_bytes: bool = False, workers:
                  tf_verify: bool = False, what: str | None = None) -> list[ImageInfo]:
     """Checks many files in threads (Pillow's decoders release the GIL); keeps the input order.
 
+    Memory is bounded: the threads hold at most CHECK_BYTES_IN_FLIGHT bytes of files at once (a larger file is
+    read alone), and each holds at most one decoded image of MAX_PIXELS.
     ``what`` names the files in progress messages ("train files"); None: no progress is reported.
     """
     paths = list(paths)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    budget = _ByteBudget(CHECK_BYTES_IN_FLIGHT)
     out: list[ImageInfo] = []
     with ThreadPoolExecutor(workers) as ex, Progress(f"checked {what}", len(paths) if what else 0, log) as progress:
-        for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes, tf_verify), paths, chunksize=64)):
+        for i, info in enumerate(ex.map(lambda p: check_image(p, hash_bytes, tf_verify, budget), paths,
+                                        chunksize=64)):
             out.append(info)
             progress.update(i + 1)
     if what:

@@ -1,7 +1,8 @@
 """tf.data input pipelines: decode, (degrade), resize, batch, (augment), prefetch.
 
 Images are decoded by content with TensorFlow's decoders; the rare file TensorFlow cannot decode (BMP, TIFF,
-CMYK JPEG), flagged by :func:`fakedetect.data.check_image`, goes through Pillow instead. Pixels stay 0..255
+CMYK JPEG) or should not (an animated GIF or WebP: TensorFlow decodes every frame, Pillow only the first),
+flagged by :func:`fakedetect.data.check_image`, goes through Pillow instead. Pixels stay 0..255
 floats: the model normalises them itself.
 """
 
@@ -13,19 +14,21 @@ import numpy as np
 import tensorflow as tf
 
 from fakedetect.config import AugmentConfig
+from fakedetect.data.checks import open_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _pillow_decode(path: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path.decode()) as im:
+    with open_image(path.decode()) as im:  # an animation: its first frame
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def decode_bytes(data: tf.Tensor) -> tf.Tensor:
-    """Decodes encoded image bytes (JPEG, PNG, GIF, WebP) as uint8 HxWx3: first GIF frame, alpha dropped."""
+    """Decodes encoded image bytes (JPEG, PNG, GIF, WebP) as uint8 HxWx3: first GIF frame, alpha dropped.
+
+    Only for still images: an animation's bytes go to Pillow (``ImageInfo.tf_decodable`` is False for them).
+    """
     return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
 
 

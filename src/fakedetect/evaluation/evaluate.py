@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fakedetect import CLASS_NAMES
-from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
+from fakedetect.atomic import check_out_dir, fresh_dir, write_csv, write_json, write_skipped, write_text
 from fakedetect.data.layout import choose_split, discover
 from fakedetect.data.splits import Split, digest_ids, subsample, to_split
 from fakedetect.evaluation.report import write_report
@@ -168,9 +168,8 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     pred = (s.prob >= run.threshold).astype(int)
     df = pd.DataFrame({"path": split.paths, "label": s.y, "prob_fake": s.prob, "prob_real": 1 - s.prob,
                        "predicted": pred, **run.domain_fields(s.distance, len(s.y))})
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        df.to_csv(tmp, index=False)
-    write_text(out_dir / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in split.skipped))
+    write_csv(out_dir / "predictions.csv", df)
+    write_skipped(out_dir / "skipped.txt", split.skipped)
     labels = [0, 1]
     report_txt = classification_report(s.y, pred, labels=labels, target_names=list(CLASS_NAMES), digits=4,
                                        zero_division=0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fakedetect.atomic import write_text
+from fakedetect.data.checks import open_image
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -32,10 +33,8 @@ def _img_uri(path: Path) -> str:
 
 
 def _thumb_uri(path: str, size: int = 150) -> str | None:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
             buf = io.BytesIO()
@@ -74,7 +73,7 @@ def write_report(path: Path, run, m: dict, figs: dict[str, Path], df: pd.DataFra
         ("backbone", card.backbone), ("weights", card.weights),
         ("image size", f"{card.image_size} px"), ("threshold", f"{t:.4f} ({card.threshold_rule})"),
         ("temperature", f"{m.get('temperature', 1.0):.4f}"), ("trained", card.created),
-        ("training data", card.data.get("data_root")),
+        ("training data", ", ".join(card.source_names()) or None),  # names, never the paths of this machine
         ("train images", card.data.get("train")), ("validation images", card.data.get("val")),
         ("validation split", card.data.get("val_source")),
     ]

@@ -8,6 +8,7 @@ program; :func:`workers_tf_config` builds it from ``--workers host:port,... --ta
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -16,6 +17,7 @@ from fakedetect.config import STRATEGIES
 from fakedetect.errors import StrategyError
 
 __all__ = ["STRATEGIES", "is_chief", "make_strategy", "num_workers", "replicas", "worker_index", "workers_tf_config"]
+log = logging.getLogger(__name__)
 CLUSTER_TIMEOUT_S = 300  # how long a worker waits for the others to start, and a collective for its peers
 
 
@@ -115,6 +117,12 @@ def _multi_worker(timeout_s: int):
     # the others instead (a thread could not run while TensorFlow holds the GIL).
     me = int(tf_config().get("task", {}).get("index", 0))
     others = [f"{w} (task {i})" for i, w in enumerate(cluster_workers()) if i != me]
+    port = cluster_workers()[me].rpartition(":")[2] if me < len(cluster_workers()) else "?"
+    # TensorFlow's gRPC server listens on every interface of this machine, without authentication or TLS, and
+    # TensorFlow 2.21 offers no way to bind it to one address: say so, every time.
+    log.warning(f"multi-worker training opens TensorFlow's gRPC port {port} on every network interface, with no "
+                f"authentication: run it on a trusted network only, and firewall the port to the other workers "
+                f"({', '.join(w for i, w in enumerate(cluster_workers()) if i != me)})")
     message = (f"Error: waited {timeout_s} s for the other worker(s) to join: {', '.join(others)}. Start "
                "`fakedetect train` with the same --workers on every machine (each with its own --task-index), check "
                "that these addresses are reachable from here, or raise $FAKEDETECT_CLUSTER_TIMEOUT_S.\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_text
+from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_skipped, write_text
 from fakedetect.card import CARD_FILE
 from fakedetect.config import TrainConfig, dump_config, load_config
 from fakedetect.data.splits import digest_ids
@@ -200,7 +200,7 @@ def _write_run_inputs(s: Setup) -> None:
         rows = rows[rows["epoch"] <= int(s.state.get("epoch", 0))]
         with atomic_path(s.run_dir / HISTORY_FILE, suffix=".csv") as tmp:
             rows.to_csv(tmp, index=False)
-    write_text(s.run_dir / "skipped.txt", "".join(f"{p}\t{why}\n" for p, why in s.train.skipped + s.val.skipped))
+    write_skipped(s.run_dir / "skipped.txt", s.train.skipped + s.val.skipped)
     # Content ids of every training and validation image: evaluate uses them to flag a test set that overlaps.
     with atomic_path(s.run_dir / HASHES_FILE, suffix=".npz") as tmp:
         np.savez_compressed(tmp, train=digest_ids(s.train.digests), val=digest_ids(s.val.digests))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hmac
 import io
+import ipaddress
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from fakedetect.web.service import Scorer
 
 DEFAULT_MAX_UPLOAD_MB = 20
 MAX_FILES = 32
+# Decoded pixels one request may ask for (the sum over its files): with the per-image MAX_PIXELS this bounds the
+# time and memory one request takes (about two of the largest images a file may hold).
+MAX_REQUEST_PIXELS = 128_000_000
 # How much of an unwanted request body the app reads (and throws away) so that the client gets to read the
 # answer; see DrainUnreadBody. Past either bound the connection is just closed.
 DRAIN_MAX_BYTES = 2 * 1024**3
@@ -33,6 +38,44 @@ _TOO_LARGE = "fakedetect.body_too_large"
 
 def too_large_message(limit_bytes: int) -> str:
     return f"upload too large: the limit is {limit_bytes / 1024 / 1024:g} MB"
+
+
+def token_ok(token: str | None, authorization: str) -> bool:
+    """Whether an ``Authorization`` header carries the API token (always, when no token is set)."""
+    if not token:
+        return True
+    given = authorization.removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def default_allowed_hosts() -> list[str]:
+    """Host names the app answers to unless told otherwise: localhost and this machine's own names (an IP address
+    is always accepted; see :func:`host_allowed`)."""
+    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    return sorted(n.lower() for n in names if n)
+
+
+def host_allowed(host: str, allowed: list[str] | None) -> bool:
+    """Whether a request's ``Host`` header names this server: an IP address, or one of ``allowed`` (".example.org"
+    matches its subdomains; "*" or None: any host).
+
+    A DNS-rebinding page reaches a server on localhost or the LAN under the attacker's own host name; refusing
+    names the server was not told about stops it (IP addresses are no use to such a page).
+    """
+    if allowed is None or "*" in allowed:
+        return True
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8000
+        name = name[1:name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    name = name.rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return any(name == a or (a.startswith(".") and name.endswith(a)) for a in (a.lower() for a in allowed))
 
 
 def _drain(stream, left: int | None, max_bytes: int, max_seconds: float) -> bool:
@@ -93,7 +136,9 @@ class DrainUnreadBody:
     The mechanism chosen: read and discard the unwanted body, then answer. It is the only one that works for
     every client, because every client is still sending. Concretely:
 
-    - Content-Length over MAX_CONTENT_LENGTH: the body is read in 1 MiB pieces and thrown away (the worker's
+    - Content-Length over MAX_CONTENT_LENGTH on /api/ without the API token (when one is set): nothing is read;
+      the 401 goes out with ``Connection: close`` (a client still sending may see a reset instead).
+    - Content-Length over MAX_CONTENT_LENGTH otherwise: the body is read in 1 MiB pieces and thrown away (the worker's
       memory does not grow with it), the app sees an empty body, and a ``before_request`` hook answers 413
       with the JSON reason on every route. A declared length over ``UPLOAD_DRAIN_MAX_BYTES`` (2 GiB) is not
       read at all: the 413 goes out at once and the connection is closed.
@@ -125,7 +170,18 @@ class DrainUnreadBody:
                 headers = [*headers, ("Connection", "close")]
             return start_response(status, headers, exc_info)
 
+        def respond_close(status, headers, exc_info=None):
+            headers = [(k, v) for k, v in headers if k.lower() != "connection"]
+            return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
         if limit is not None and length is not None and length > limit:
+            if environ.get("PATH_INFO", "").startswith("/api/") and not token_ok(
+                    cfg.get("API_TOKEN"), environ.get("HTTP_AUTHORIZATION", "")):
+                # Not authorised: nothing of the body is read for it. The 401 goes out and the connection is
+                # closed; a client still sending may see a connection reset instead of the 401.
+                environ["wsgi.input"] = io.BytesIO()
+                environ.pop("CONTENT_LENGTH", None)
+                return self.wsgi_app(environ, respond_close)
             if length <= max_bytes:
                 _drain(environ["wsgi.input"], length, max_bytes, max_seconds)
             environ["wsgi.input"] = io.BytesIO()
@@ -154,15 +210,20 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
 
     Config keys: RUN_DIR; MAX_CONTENT_LENGTH (bytes; default 20 MB, or $FAKEDETECT_MAX_UPLOAD_MB);
     API_TOKEN (if set, /api/ requires "Authorization: Bearer TOKEN"; default $FAKEDETECT_API_TOKEN);
+    ALLOWED_HOSTS (host names the Host header may carry besides IP addresses; default localhost, this machine's
+    names and the comma-separated $FAKEDETECT_ALLOWED_HOSTS; "*": any); MAX_REQUEST_PIXELS (decoded pixels of
+    all files of one request);
     UPLOAD_DRAIN_MAX_BYTES, UPLOAD_DRAIN_MAX_SECONDS (how much of an over-limit or unread body is read and
     thrown away so the client can read the answer: 2 GiB, 60 s; see :class:`DrainUnreadBody`).
     """
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     mb = float(os.environ.get("FAKEDETECT_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB))
+    extra_hosts = [h.strip() for h in os.environ.get("FAKEDETECT_ALLOWED_HOSTS", "").split(",") if h.strip()]
     app.config.update(MAX_CONTENT_LENGTH=int(mb * 1024 * 1024), API_TOKEN=os.environ.get("FAKEDETECT_API_TOKEN"),
                       MAX_FILES=MAX_FILES, RUN_DIR=run_dir, UPLOAD_DRAIN_MAX_BYTES=DRAIN_MAX_BYTES,
-                      UPLOAD_DRAIN_MAX_SECONDS=DRAIN_MAX_SECONDS)
+                      UPLOAD_DRAIN_MAX_SECONDS=DRAIN_MAX_SECONDS, MAX_REQUEST_PIXELS=MAX_REQUEST_PIXELS,
+                      ALLOWED_HOSTS=default_allowed_hosts() + extra_hosts)
     app.config.update(config or {})
     if not app.config["RUN_DIR"]:
         raise ValueError("create_app needs a run folder (run_dir or config['RUN_DIR'])")
@@ -179,12 +240,18 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
             abort(413)
 
     @app.before_request
+    def _check_host():
+        host = request.headers.get("Host", "")
+        if not host_allowed(host, app.config.get("ALLOWED_HOSTS")):
+            return jsonify(error=f"host {host!r} is not one this server answers to (start it with "
+                                 "--allowed-host NAME to add a name)", status=400), 400
+        return None
+
+    @app.before_request
     def _check_token():
-        token = app.config.get("API_TOKEN")
-        if token and request.path.startswith("/api/"):
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return jsonify(error="missing or wrong API token (Authorization: Bearer TOKEN)"), 401
+        if request.path.startswith("/api/") and not token_ok(app.config.get("API_TOKEN"),
+                                                              request.headers.get("Authorization", "")):
+            return jsonify(error="missing or wrong API token (Authorization: Bearer TOKEN)"), 401
         return None
 
     @app.errorhandler(HTTPException)
@@ -198,7 +265,8 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
     def _headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Content-Security-Policy",
-                                "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'")
+                                "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+                                "frame-ancestors 'none'")
         return resp
 
     return app

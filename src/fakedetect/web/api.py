@@ -29,6 +29,11 @@ def predict():
             checked.append((f.filename or "", check_upload(f.read(), f.filename or "")))
         except UploadError as e:
             return jsonify(error=str(e), filename=f.filename or ""), 400
+    pixels = sum(c.facts["width"] * c.facts["height"] for _, c in checked)
+    cap = current_app.config["MAX_REQUEST_PIXELS"]
+    if pixels > cap:  # decoding and scoring time grow with the pixels: bound what one request may cost
+        return jsonify(error=f"too many pixels in one request: {pixels / 1e6:.0f} megapixels, at most "
+                             f"{cap / 1e6:.0f}; send fewer or smaller images per request", status=413), 413
     s = scorer()
     results = []
     for name, c in checked:
@@ -42,4 +47,4 @@ def predict():
 @bp.get("/model")
 def model_card():
     """The run's model card: backbone, image size, threshold, calibration, training data summary."""
-    return jsonify(scorer().run.card.to_dict())
+    return jsonify(scorer().run.card.public_dict())  # source names, never the paths of the training machine

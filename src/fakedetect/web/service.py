@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fakedetect.data.checks import ImageInfo, check_bytes
+from fakedetect.data.checks import ImageInfo, check_bytes, open_image
 from fakedetect.data.transforms import downscale, jpeg_reencode
 from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
 from fakedetect.run import Run, scoring_function
@@ -20,6 +20,26 @@ _STD_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+
+
+# The mild variants are made from a copy of the upload at most this many pixels on its longer side (or the model's
+# input size, if larger): a 64-megapixel upload is not re-encoded and resized at full size. Smaller uploads are
+# used as they are; the image's own score always comes from the full image, as `predict` scores it.
+VARIANT_MAX_SIDE = 1024
+
+
+def variant_source(img, image_size: int):
+    """The uint8 image the mild variants start from: ``img``, or a copy shrunk (with Pillow, in uint8: no float
+    copy of a large image) to at most max(VARIANT_MAX_SIDE, 2 x image_size) pixels on its longer side."""
+    from PIL import Image
+
+    side = max(VARIANT_MAX_SIDE, 2 * image_size)
+    arr = np.asarray(img)
+    if max(arr.shape[:2]) <= side:
+        return img
+    im = Image.fromarray(arr)
+    im.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(im)
 
 
 def mild_variants() -> dict:
@@ -108,10 +128,8 @@ class Scorer:
         from fakedetect.data.pipeline import decode_bytes
 
         if c.pillow_only:
-            from PIL import Image
-
             try:
-                with Image.open(io.BytesIO(c.data)) as im:
+                with open_image(io.BytesIO(c.data)) as im:  # an animation: its first frame
                     return tf.constant(np.asarray(im.convert("RGB"), dtype=np.uint8))
             except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable upload
                 reason = str(e).split("\n")[0] or type(e).__name__
@@ -135,7 +153,8 @@ class Scorer:
         from fakedetect.data.pipeline import resize
 
         img = self.decode(c)
-        variants = {name: make(img) for name, make in mild_variants().items()}
+        small = tf.constant(variant_source(img, self.run.image_size))
+        variants = {name: make(small) for name, make in mild_variants().items()}
         batch = tf.stack([resize(v, self.run.image_size) for v in [img, *variants.values()]])
         with self._lock:
             p, feats = self._predict(batch)
