@@ -43,7 +43,7 @@ def holdouts(work: Path) -> dict[str, Path]:
 
 def train_runs(work: Path, data: dict[str, Path], only: list[str]) -> dict[str, Path]:
     from fakedetect.config import load_config
-    from fakedetect.run import MODEL_FILE
+    from fakedetect.runfolder import MODEL_FILE
     from fakedetect.training import train
 
     general = load_config("general")

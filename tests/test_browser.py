@@ -156,7 +156,8 @@ def test_browser_with_api_token_asks_for_it(tiny_run, tiny_data, tmp_path):
 def test_browser_says_when_an_image_is_unlike_the_training_images(tiny_run, tiny_data, tmp_path):
     """The page's out-of-domain message, for certain: a copy of the run whose domain threshold nothing passes."""
     playwright = pytest.importorskip("playwright.sync_api")
-    from fakedetect.domain import DOMAIN_FILE, DomainModel
+    from fakedetect.domain import DomainModel
+    from fakedetect.runfolder import DOMAIN_FILE
 
     run = tmp_path / "strict"
     shutil.copytree(tiny_run, run)

@@ -1,6 +1,6 @@
 import pytest
 
-from fakedetect.config import dump_config, load_config, presets
+from fakedetect.config import dump_config, load_config, presets, resolve_image_size
 from fakedetect.errors import ConfigError
 
 
@@ -66,3 +66,14 @@ def test_a_bad_base_is_refused(tmp_path, text, message):
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "a.yaml")
+
+
+def test_a_null_image_size_resolves_to_the_final_backbones_size(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("backbone: efficientnet-b0\nimage_size: null\n")
+    cfg = load_config(f, {"backbone": "efficientnet-lite1"})  # --backbone, after the file
+    resolved = resolve_image_size(cfg)
+    assert resolved.image_size == 240 and cfg.image_size is None  # the backbone's native size; cfg left alone
+    assert "image_size: 240" in dump_config(resolved)  # what config.yaml then says
+    assert resolve_image_size(resolved) is resolved  # a size already there stays
+    assert resolve_image_size(load_config(None, {"image_size": 64})).image_size == 64

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fakedetect.cli.main import main
-from fakedetect.domain import DOMAIN_FILE, DomainModel, fit_domain
+from fakedetect.domain import DomainModel, fit_domain
+from fakedetect.runfolder import DOMAIN_FILE
 
 
 def test_mahalanobis_density_flags_what_is_far_and_keeps_what_is_near():

@@ -14,7 +14,8 @@ from PIL import Image
 
 from fakedetect.atomic import current_umask, safe_cell
 from fakedetect.data.checks import ImageInfo, _ByteBudget, check_bytes, check_image
-from fakedetect.web import create_app, host_allowed
+from fakedetect.web import create_app
+from fakedetect.web.guards import host_allowed
 from fakedetect.web.service import Scorer, check_upload, variant_source
 
 

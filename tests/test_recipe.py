@@ -269,3 +269,35 @@ def test_tta_scores_the_mean_logit_of_the_image_and_its_mirror(calibrated_run, t
     assert res.exit_code == 0, res.output
     got = pd.read_csv(out).set_index("path").loc[paths, "prob_fake"].to_numpy()
     assert got == pytest.approx(run.calibrate(tta), abs=1e-5)  # the run's temperature still applies
+
+
+def test_a_null_image_size_is_written_as_a_number_and_an_old_null_config_still_resumes(tiny_data, tmp_path,
+                                                                                       monkeypatch):
+    import dataclasses
+    import json
+
+    from fakedetect.config import load_config
+    from fakedetect.models.registry import BACKBONES
+    from fakedetect.run import load_run
+    from fakedetect.training import resume_training, train
+
+    from .conftest import TINY_TRAIN
+
+    # Lite0's native size made 48 px, so that the run is tiny: a null size is resolved from the registry.
+    monkeypatch.setitem(BACKBONES, "efficientnet-lite0",
+                        dataclasses.replace(BACKBONES["efficientnet-lite0"], image_size=48))
+    run = tmp_path / "run"
+    train(tiny_data, load_config(None, {**TINY_TRAIN, "image_size": None}), run)
+    assert yaml.safe_load((run / "config.yaml").read_text())["image_size"] == 48
+    assert load_run(run).image_size == 48
+    # A run written before sizes were resolved, killed at the start of fine-tuning: config.yaml holds null.
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "image_size": None}, sort_keys=False))
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "phase": "finetune", "phase_epoch": 0, "epoch": 1,
+                                                "checkpoint": None, "stopped": False}))
+    (run / "model.json").unlink()
+    pd.read_csv(run / "history.csv").iloc[:1].to_csv(run / "history.csv", index=False)
+    resume_training(run)
+    assert list(pd.read_csv(run / "history.csv")["phase"]) == ["frozen", "finetune"]
+    assert load_run(run).image_size == 48 and json.loads((run / "state.json").read_text())["phase"] == "done"

@@ -61,7 +61,8 @@ def test_the_stream_draws_sources_in_the_shares_of_their_weights(tmp_path):
 
 def test_a_run_on_two_sources_reports_each(tiny_data, tmp_path):
     from fakedetect.data.synthetic import make_synthetic_dataset
-    from fakedetect.domain import DOMAIN_FILE, DomainModel
+    from fakedetect.domain import DomainModel
+    from fakedetect.runfolder import DOMAIN_FILE
 
     other = make_synthetic_dataset(tmp_path / "other", n_per_class=8, size=64, seed=5)
     out = tmp_path / "run"
@@ -91,7 +92,8 @@ def test_one_capped_source_keeps_its_cap_for_resume(tiny_data):
 
     cfg = load_config(None, {"data": [{"path": str(tiny_data), "max_per_class": 6}], "val_fraction": 0.25})
     train, val, summary = prepare_data(None, cfg)
-    assert len(train) + len(val) == 12 and "sources" not in summary  # one source: no per-source machinery
+    assert len(train) + len(val) == 12 and not summary.sources  # one source: no per-source machinery
+    assert "sources" not in summary.to_dict()  # nor in the model card
     spec = _data_spec(summary)
     assert spec == [{"path": str(tiny_data.resolve()), "weight": 1.0, "max_per_class": 6, "name": "data"}]
     again, _, _ = prepare_data(spec, load_config(None, {"val_fraction": 0.25}))  # what --resume passes

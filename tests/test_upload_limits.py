@@ -2,7 +2,7 @@
 
 Clients send the whole body before they read the answer. A server that answers 413 and closes the socket while
 the client is still sending makes the kernel reset the connection: the client sees "Broken pipe" instead of the
-413. The app now reads and discards the unwanted body (see fakedetect.web.DrainUnreadBody) and only then
+413. The app now reads and discards the unwanted body (see fakedetect.web.uploads.DrainUnreadBody) and only then
 answers. These tests post bodies streamed from file-like objects, generators and sparse files (never held in
 memory) with urllib, requests and curl, and check the gunicorn worker's memory while it throws them away.
 

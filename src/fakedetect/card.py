@@ -14,8 +14,8 @@ from pathlib import Path
 from fakedetect import CLASS_NAMES, __version__
 from fakedetect.atomic import write_json
 from fakedetect.errors import RunError
+from fakedetect.runfolder import CARD_FILE
 
-CARD_FILE = "model.json"
 REQUIRED = ("image_size", "threshold")
 # Keys of ``ModelCard.data`` that hold paths of the training machine (see ``ModelCard.public_dict``).
 PRIVATE_DATA_KEYS = ("data_root", "spec", "sources")

@@ -43,7 +43,7 @@ class TrainConfig:
     data: list | None = None
     backbone: str = "efficientnet-b4"
     weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
-    image_size: int | None = None  # None: the backbone's native size
+    image_size: int | None = None  # None: the backbone's native size (see resolve_image_size)
     batch_size: int = 32
     epochs_frozen: int = 5
     epochs_finetune: int = 10
@@ -130,6 +130,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         _overlay(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
     validate(cfg)
     return cfg
+
+
+def resolve_image_size(cfg: TrainConfig) -> TrainConfig:
+    """The config with its input size resolved: a null ``image_size`` becomes the backbone's native size (as
+    timm's ``resolve_data_config`` does). The one place that default is applied, once the config is final (after
+    the command line's ``--backbone``): the model is built at that number, and ``config.yaml`` and the model card
+    say it. A config that already holds a size comes back as it is."""
+    if cfg.image_size is not None:
+        return cfg
+    return dataclasses.replace(cfg, image_size=BACKBONES[cfg.backbone].image_size)
 
 
 def presets() -> dict[str, str]:

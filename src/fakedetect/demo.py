@@ -16,6 +16,7 @@ from fakedetect.data.splits import write_holdout_split
 from fakedetect.data.synthetic import make_synthetic_dataset
 from fakedetect.evaluation.evaluate import evaluate, summary_table
 from fakedetect.paths import cache_dir
+from fakedetect.runfolder import CURVES_FILE, MODEL_FILE, REPORT_FILE
 from fakedetect.training import train
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,9 @@ def run_demo(data: str | Path | None = None, out: str | Path | None = None,
     log.info(summary_table(ev.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     log.info("\n== summary" + note)
     log.info(f"run folder:       {result.run_dir}")
-    log.info(f"model:            {result.run_dir / 'model.keras'}")
-    log.info(f"training curves:  {result.run_dir / 'training_curves.png'}")
-    log.info(f"test report:      {ev.out_dir / 'report.html'}")
+    log.info(f"model:            {result.run_dir / MODEL_FILE}")
+    log.info(f"training curves:  {result.run_dir / CURVES_FILE}")
+    log.info(f"test report:      {ev.out_dir / REPORT_FILE}")
     auc = ev.metrics["roc_auc"]
     log.info(f"test:             accuracy {ev.metrics['accuracy']:.4f}, AUC "
         f"{'undefined' if auc is None else f'{auc:.4f}'} on {ev.metrics['n']} held-out images" + note)

@@ -24,7 +24,6 @@ import numpy as np
 
 from fakedetect.atomic import atomic_path
 
-DOMAIN_FILE = "domain.npz"
 QUANTILE = 0.99  # of validation distances: 1% of in-domain images are flagged by construction
 MAX_FIT_IMAGES = 5000  # training images (per run) whose features fit the density
 METHOD = ("mean over backbone depths (stem, each stage, last features) of the Mahalanobis distance to the nearest "

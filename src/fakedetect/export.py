@@ -16,6 +16,7 @@ from pathlib import Path
 from fakedetect.atomic import atomic_path, write_json
 from fakedetect.errors import ExportError, OutputExistsError
 from fakedetect.run import load_run, tf_logit
+from fakedetect.runfolder import EXPORT_SIDECAR_IN_FOLDER
 
 FORMATS = ("saved_model", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -25,7 +26,7 @@ OUTPUT_NOTE = "calibrated P(fake) (temperature scaling already applied); label =
 def sidecar_path(out: str | Path) -> Path:
     """Where the JSON model card of an export goes: inside a saved_model folder, beside a file."""
     out = Path(out)
-    return (out / "fakedetect.json") if out.is_dir() else out.with_suffix(out.suffix + ".json")
+    return (out / EXPORT_SIDECAR_IN_FOLDER) if out.is_dir() else out.with_suffix(out.suffix + ".json")
 
 
 def calibrated_fn(model, temperature: float, image_size: int):

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fakedetect.card import CARD_FILE, ModelCard
+from fakedetect.card import ModelCard
 from fakedetect.data.checks import TF_REJECTED
-from fakedetect.domain import DOMAIN_FILE, DomainModel
+from fakedetect.domain import DomainModel
 from fakedetect.errors import RunError
 from fakedetect.metrics import EPS, apply_temperature
 from fakedetect.models import OUTPUT_LAYER, POOL_LAYER
 from fakedetect.progress import Progress
+from fakedetect.runfolder import CARD_FILE, DOMAIN_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"  # in a run folder: the model (Keras format, loaded in safe mode)
-HASHES_FILE = "data_hashes.npz"  # in a run folder: content ids of the training and validation images
 
 
 @dataclass

@@ -21,6 +21,15 @@ from fakedetect.cli.main import (
 )
 from fakedetect.data.transforms import PERTURBATIONS
 from fakedetect.errors import OutputExistsError
+from fakedetect.runfolder import (
+    CROSS_CSV,
+    CROSS_MD,
+    CROSS_PLOT,
+    METRICS_FILE,
+    REPORT_FILE,
+    ROBUSTNESS_CSV,
+    ROBUSTNESS_PLOT,
+)
 
 
 def _before_scoring(run_dir: Path, data: Path, out: Path | None, overwrite: bool, verbose: int) -> Path:
@@ -74,8 +83,8 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verb
     _echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     cm = res.metrics["confusion_matrix"]
     _echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
-    _echo(f"report: {res.out_dir / 'report.html'}")
-    _echo(f"metrics: {res.out_dir / 'metrics.json'}")
+    _echo(f"report: {res.out_dir / REPORT_FILE}")
+    _echo(f"metrics: {res.out_dir / METRICS_FILE}")
 
 
 @main.command()
@@ -118,7 +127,7 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
     write_cross(out, cells, sources, overwrite)
     _echo("")
     _echo(markdown(long_table(cells, sources)))
-    _echo(f"table: {out / 'cross.csv'} (and cross.md)\nheatmap: {out / 'cross.png'}\nreport: {out / 'report.html'}")
+    _echo(f"table: {out / CROSS_CSV} (and {CROSS_MD})\nheatmap: {out / CROSS_PLOT}\nreport: {out / REPORT_FILE}")
 
 
 @main.command()
@@ -139,7 +148,7 @@ def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
     res = run_rob(run_dir, data, out, overwrite, batch_size, list(only))
     _echo("")
     _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
-    _echo(f"\ntable: {res.out_dir / 'robustness.csv'}\nplot:  {res.out_dir / 'robustness.png'}")
+    _echo(f"\ntable: {res.out_dir / ROBUSTNESS_CSV}\nplot:  {res.out_dir / ROBUSTNESS_PLOT}")
 
 
 @main.command()

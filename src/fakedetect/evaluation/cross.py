@@ -22,6 +22,7 @@ from fakedetect.data.layout import unique_names
 from fakedetect.evaluation.evaluate import load_test_split, score, seen_in_training
 from fakedetect.metrics import binary_metrics
 from fakedetect.run import Run, load_run
+from fakedetect.runfolder import CROSS_CSV, CROSS_JSON, CROSS_MD, CROSS_PLOT, REPORT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,13 @@ def write_cross(out_dir: Path, cells: list[Cell], sources: dict[str, list[str]],
 
     fresh_dir(out_dir, overwrite)
     table = long_table(cells, sources)
-    with atomic_path(out_dir / "cross.csv", suffix=".csv") as tmp:
+    with atomic_path(out_dir / CROSS_CSV, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     md = markdown(table)
-    write_text(out_dir / "cross.md", md)
-    fig = plot_cross({label: pivot(table, m) for m, label in MEASURES.items()}, out_dir / "cross.png")
-    cross_report(out_dir / "report.html", table, {label: pivot(table, m) for m, label in MEASURES.items()}, fig)
-    write_json(out_dir / "cross.json", {"created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    write_text(out_dir / CROSS_MD, md)
+    fig = plot_cross({label: pivot(table, m) for m, label in MEASURES.items()}, out_dir / CROSS_PLOT)
+    cross_report(out_dir / REPORT_FILE, table, {label: pivot(table, m) for m, label in MEASURES.items()}, fig)
+    write_json(out_dir / CROSS_JSON, {"created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                                         "cells": table.astype(object).where(table.notna(), None).to_dict(
                                             orient="records"), "runs": sources})
     return out_dir

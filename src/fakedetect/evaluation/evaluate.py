@@ -16,7 +16,19 @@ from fakedetect.data.layout import choose_split, discover
 from fakedetect.data.splits import Split, digest_ids, subsample, to_split
 from fakedetect.evaluation.report import write_report
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
-from fakedetect.run import DECODE_FAILED, HASHES_FILE, Run, load_run, score_files
+from fakedetect.run import DECODE_FAILED, Run, load_run, score_files
+from fakedetect.runfolder import (
+    CLASSIFICATION_REPORT_JSON,
+    CLASSIFICATION_REPORT_TXT,
+    CURVES_FILE,
+    HASHES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    PLOT_FILES,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    SKIPPED_FILE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,29 +180,30 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     pred = (s.prob >= run.threshold).astype(int)
     df = pd.DataFrame({"path": split.paths, "label": s.y, "prob_fake": s.prob, "prob_real": 1 - s.prob,
                        "predicted": pred, **run.domain_fields(s.distance, len(s.y))})
-    write_csv(out_dir / "predictions.csv", df)
-    write_skipped(out_dir / "skipped.txt", split.skipped)
+    write_csv(out_dir / PREDICTIONS_FILE, df)
+    write_skipped(out_dir / SKIPPED_FILE, split.skipped)
     labels = [0, 1]
     report_txt = classification_report(s.y, pred, labels=labels, target_names=list(CLASS_NAMES), digits=4,
                                        zero_division=0)
     report_dict = classification_report(s.y, pred, labels=labels, target_names=list(CLASS_NAMES),
                                         output_dict=True, zero_division=0)
-    write_text(out_dir / "classification_report.txt", report_txt)
-    write_json(out_dir / "classification_report.json", report_dict)
+    write_text(out_dir / CLASSIFICATION_REPORT_TXT, report_txt)
+    write_json(out_dir / CLASSIFICATION_REPORT_JSON, report_dict)
 
     figs = {
-        "confusion_matrix": plots.plot_confusion(m["confusion_matrix"], out_dir / "confusion_matrix.png"),
-        "roc_curve": plots.plot_roc(s.y, s.prob, m["roc_auc"], out_dir / "roc_curve.png"),
-        "pr_curve": plots.plot_pr(s.y, s.prob, m["average_precision"], out_dir / "pr_curve.png"),
+        "confusion_matrix": plots.plot_confusion(m["confusion_matrix"], out_dir / PLOT_FILES["confusion_matrix"]),
+        "roc_curve": plots.plot_roc(s.y, s.prob, m["roc_auc"], out_dir / PLOT_FILES["roc_curve"]),
+        "pr_curve": plots.plot_pr(s.y, s.prob, m["average_precision"], out_dir / PLOT_FILES["pr_curve"]),
         "reliability": plots.plot_reliability(reliability_bins(s.y, s.prob), reliability_bins(s.y, s.raw),
-                                              m["ece"], m["ece_uncalibrated"], out_dir / "reliability.png"),
-        "score_histogram": plots.plot_score_histogram(s.y, s.prob, run.threshold, out_dir / "score_histogram.png"),
+                                              m["ece"], m["ece_uncalibrated"], out_dir / PLOT_FILES["reliability"]),
+        "score_histogram": plots.plot_score_histogram(s.y, s.prob, run.threshold,
+                                                      out_dir / PLOT_FILES["score_histogram"]),
     }
-    hist_path = run.path / "history.csv"
+    hist_path = run.path / HISTORY_FILE
     if hist_path.is_file():
-        figs["training_curves"] = plots.plot_training_curves(pd.read_csv(hist_path), out_dir / "training_curves.png")
-    write_report(out_dir / "report.html", run, m, figs, df, report_txt)
-    write_json(out_dir / "metrics.json", m)
+        figs["training_curves"] = plots.plot_training_curves(pd.read_csv(hist_path), out_dir / CURVES_FILE)
+    write_report(out_dir / REPORT_FILE, run, m, figs, df, report_txt)
+    write_json(out_dir / METRICS_FILE, m)
     return EvalResult(out_dir, m)
 
 

@@ -17,6 +17,7 @@ from fakedetect.data.transforms import blur, downscale, jpeg_reencode, perturbat
 from fakedetect.errors import ConfigError
 from fakedetect.evaluation.evaluate import full_metrics, load_test_split, plan_out_dir, score
 from fakedetect.run import load_run
+from fakedetect.runfolder import ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PLOT
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def robustness(run_dir: str | Path, data: str | Path, out: str | Path | None = N
         auc = "undefined" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
         log.info(f"  {name:22s} AUC {auc}  accuracy {m['accuracy']:.4f}")
     table = pd.DataFrame(rows)
-    with atomic_path(out_dir / "robustness.csv") as tmp:
+    with atomic_path(out_dir / ROBUSTNESS_CSV) as tmp:
         table.to_csv(tmp, index=False)
-    plot_robustness(table.fillna(0.5), out_dir / "robustness.png")
-    write_json(out_dir / "robustness.json", {"run_dir": str(run.path.resolve()), "data": str(Path(data).resolve()),
+    plot_robustness(table.fillna(0.5), out_dir / ROBUSTNESS_PLOT)
+    write_json(out_dir / ROBUSTNESS_JSON, {"run_dir": str(run.path.resolve()), "data": str(Path(data).resolve()),
                                               "threshold": run.threshold, "results": rows})
     return RobustnessResult(out_dir, table)

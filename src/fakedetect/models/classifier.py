@@ -6,16 +6,17 @@ import keras
 
 from fakedetect.errors import ConfigError
 from fakedetect.models import BACKBONE_LAYER, DROPOUT_LAYER, OUTPUT_LAYER, POOL_LAYER
-from fakedetect.models.registry import build_backbone, get_spec
+from fakedetect.models.registry import build_backbone
 
 
-def build_model(backbone: str, weights: str = "imagenet", image_size: int | None = None,
-                dropout: float = 0.2, stochastic_depth: bool = True, any_size: bool = False) -> keras.Model:
+def build_model(backbone: str, weights: str, image_size: int, dropout: float = 0.2, stochastic_depth: bool = True,
+                any_size: bool = False) -> keras.Model:
     """Builds the full model; it takes raw 0..255 RGB pixels and outputs the probability of fake.
 
     The backbone is frozen (phase 1 of training); see :func:`unfreeze` for phase 2.
 
     Args:
+        image_size: the square input size (a training config's, resolved by ``config.resolve_image_size``).
         stochastic_depth: keep the backbone's own per-block dropout ("drop connect"), active whenever the model
             runs in training mode (Keras 3 does not pin the nested call's ``training=False`` for it). False
             makes training deterministic given the data (no random draw anywhere but augmentation).
@@ -24,15 +25,14 @@ def build_model(backbone: str, weights: str = "imagenet", image_size: int | None
             which equals the fixed-size build only when every strided layer sees an even size: sizes that are
             multiples of 32 (the config checks it). Off, the backbone is built at ``image_size`` exactly.
     """
-    size = image_size or get_spec(backbone).image_size
-    base = build_backbone(backbone, weights, size, any_size=any_size)
+    base = build_backbone(backbone, weights, image_size, any_size=any_size)
     base.name = BACKBONE_LAYER  # one stable name whatever the backbone
     base.trainable = False
     if not stochastic_depth:
         for layer in base.layers:
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
-    inputs = keras.Input((size, size, 3), name="image")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
     # Keras 3 passes the outer call's training=True through this training=False: what keeps BatchNormalization
     # in inference mode while fine-tuning is that its layers stay untrainable (see unfreeze): a BatchNormalization
     # layer uses the batch's statistics only while training *and* trainable.

@@ -79,7 +79,8 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
         name: a key of :data:`BACKBONES`.
         weights: ``"imagenet"``, ``"none"``, or a path to a weights file (a Keras ``.weights.h5`` for any
             backbone, or a PyTorch ``.pth`` state dict for the Lite backbones).
-        image_size: square input size; the backbone's native size when None.
+        image_size: square input size (a training config's, resolved by ``config.resolve_image_size``); needed
+            unless ``include_top`` (the ImageNet classifier: the backbone's native size when None) or ``any_size``.
         include_top: keep the 1000-class ImageNet classifier (used to check converted weights).
         any_size: take images of any square size (the input's height and width left open). Strided
             convolutions then pad as for an even input, as the fixed-size build does only where every strided
@@ -90,10 +91,17 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
         WeightsError: ``weights`` is a path that does not exist, of an unknown format, or refused as unsafe.
     """
     spec = get_spec(name)
-    size = None if any_size and not include_top else image_size or spec.image_size
     wmode = weights.lower() if weights.lower() in ("imagenet", "none") else "path"
     if wmode == "path":
         check_weights_file(name, weights)
+    if include_top:
+        size = image_size or spec.image_size
+    elif any_size:
+        size = None
+    elif image_size is None:
+        raise ValueError(f"build_backbone({name!r}): no image_size (config.resolve_image_size gives a config's)")
+    else:
+        size = image_size
     if spec.family == "keras":
         model = _build_keras_app(spec, wmode, weights, size, include_top)
     else:

@@ -1,9 +1,9 @@
 """Training: two-phase transfer learning on one device or many machines, one tf.distribute loop for all.
 
 Modules, in the order a run uses them: :mod:`.cluster` (the strategy), :mod:`.inputs` (data, shards, streams),
-:mod:`.recipe` (the recipe: phases), :mod:`.loop` (the custom loop), :mod:`.schedules` (rates, stopping),
-:mod:`.sums` (additive metrics across workers), :mod:`.validation` (validation passes, features),
-:mod:`.finish` (calibration, domain, model card).
+:mod:`.recipe` (the recipe: phases), :mod:`.setup` (what the stages of one command share), :mod:`.loop` (the
+custom loop), :mod:`.schedules` (rates, stopping), :mod:`.sums` (additive metrics across workers),
+:mod:`.validation` (validation passes, features), :mod:`.finish` (calibration, domain, model card).
 """
 
 from fakedetect.training.finish import TrainResult, calibrate_on_validation, fit_domain_model

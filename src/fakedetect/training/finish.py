@@ -18,12 +18,13 @@ from fakedetect.atomic import atomic_path, write_json
 from fakedetect.card import ModelCard
 from fakedetect.config import TrainConfig
 from fakedetect.data.splits import Split
-from fakedetect.domain import DOMAIN_FILE, MAX_FIT_IMAGES, METHOD, QUANTILE, fit_domain
+from fakedetect.domain import MAX_FIT_IMAGES, METHOD, QUANTILE, fit_domain
 from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
-from fakedetect.run import MODEL_FILE
+from fakedetect.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, CURVES_FILE, DOMAIN_FILE, MODEL_FILE, STATE_FILE
 from fakedetect.training.cluster import num_workers, replicas
-from fakedetect.training.loop import STATE_FILE, read_state
-from fakedetect.training.phases import Setup, global_batch, image_size
+from fakedetect.training.inputs import DataSummary, prepare_data
+from fakedetect.training.loop import read_state
+from fakedetect.training.setup import Setup
 from fakedetect.training.validation import score_split
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def finish_run(s: Setup, rows: list[dict], model) -> TrainResult:
     from fakedetect.plots import plot_training_curves
 
     run_dir, cfg, strategy, train_split, val_split, summary = s.run_dir, s.cfg, s.strategy, s.train, s.val, s.summary
-    size = image_size(model)
+    size = cfg.image_size
 
     if not (run_dir / MODEL_FILE).exists():
         # No finite validation loss was ever seen: keep the last model rather than nothing.
@@ -62,26 +63,26 @@ def finish_run(s: Setup, rows: list[dict], model) -> TrainResult:
     ok = ~np.isnan(raw)  # a file TensorFlow could not decode after all is left out
     y = np.asarray(val_split.labels)
     calibration, threshold, val_metrics = calibrate_on_validation(y[ok], raw[ok], cfg)
-    if summary.get("sources"):
-        val_metrics["sources"] = _per_source(summary["sources"], val_split, y, raw, calibration, threshold)
+    if summary.sources:
+        val_metrics["sources"] = _per_source(summary.sources, val_split, y, raw, calibration, threshold)
     domain = fit_domain_model(best, train_split, val_feats, size, cfg, run_dir, summary)
     history = pd.DataFrame(rows)
     if len(history):
-        plot_training_curves(history, run_dir / "training_curves.png")
+        plot_training_curves(history, run_dir / CURVES_FILE)
     seconds = time.perf_counter() - s.t_start
     card = ModelCard(
         created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         backbone=cfg.backbone, weights=cfg.weights, image_size=size, threshold=threshold,
         threshold_rule=_threshold_rule(cfg, calibration), calibration=calibration,
         strategy={"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": replicas(strategy),
-                  "workers": num_workers(strategy), "global_batch_size": global_batch(s)},
-        data=summary, domain=domain, val_metrics=val_metrics,
+                  "workers": num_workers(strategy), "global_batch_size": s.global_batch},
+        data=summary.to_dict(), domain=domain, val_metrics=val_metrics,
         epochs_run={phase: int((history["phase"] == phase).sum()) if len(history) else 0
                     for phase in ("frozen", "finetune")},
         train_seconds=round(seconds, 1))
     card.write(run_dir)
     write_json(run_dir / STATE_FILE, {**read_state(run_dir), "phase": "done"})
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the run is complete: model.keras is the result
+    shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)  # the run is complete: model.keras is the result
     auc = "undefined" if val_metrics["roc_auc"] is None else f"{val_metrics['roc_auc']:.4f}"
     log.info(f"best validation: loss {val_metrics['loss']:.4f} accuracy {val_metrics['accuracy']:.4f} "
              f"balanced accuracy {val_metrics['balanced_accuracy']:.4f} AUC {auc}")
@@ -151,7 +152,7 @@ def _domain_sample(n: int, seed: int) -> np.ndarray:
 
 
 def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], size: int, cfg: TrainConfig,
-                     run_dir: Path, summary: dict) -> dict:
+                     run_dir: Path, summary: DataSummary) -> dict:
     """Fits the density of the training images' features (see :mod:`fakedetect.domain`) with the threshold from
     the validation images' features, writes domain.npz and returns the model card's description of the domain."""
     from fakedetect.models.classifier import feature_taps
@@ -173,8 +174,7 @@ def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], 
             "image_side_px": {"min": int(side.min()), "median": int(np.median(side)), "max": int(side.max())}
             if len(side) else None,
             "formats": _formats(train_split),
-            "sources": [src["path"] for src in summary["sources"]] if summary.get("sources")
-            else [summary["data_root"]]}
+            "sources": [src["path"] for src in summary.sources] if summary.sources else [summary.data_root]}
 
 
 def _formats(split: Split) -> dict[str, dict[str, int]]:
@@ -193,10 +193,9 @@ def refit_domain(run_dir: str | Path) -> dict:
     domain section; returns that section."""
     from fakedetect.config import load_config
     from fakedetect.run import load_run
-    from fakedetect.training.inputs import prepare_data
 
     run = load_run(run_dir)
-    cfg = load_config(Path(run_dir) / "config.yaml")
+    cfg = load_config(Path(run_dir) / CONFIG_FILE)
     state = read_state(Path(run_dir))
     train_split, val_split, summary = prepare_data(state.get("data_root") or run.card.data["data_root"], cfg)
     _, val_feats, _ = score_split(run.model, val_split.take(_domain_sample(len(val_split), cfg.seed)),

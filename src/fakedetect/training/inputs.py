@@ -4,7 +4,7 @@ decoding (each worker reads and decodes only its own share of the images)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,30 @@ class Source:
     weight: float = 1.0  # relative share of the training stream (sources are mixed by weight, not by size)
     max_per_class: int | None = None  # this source's cap (else the config's max_per_class)
     name: str = ""  # short name for tables and history columns (from the file name when empty)
+
+
+@dataclass
+class DataSummary:
+    """What a run trains on, from :func:`prepare_data`: the model card's ``data`` section (:meth:`to_dict`)."""
+    data_root: str | list[str]  # the source's resolved path; with several, one per source
+    train: dict[str, int]  # training images per class
+    val: dict[str, int]  # validation images per class
+    val_source: str  # where the validation images come from (a val folder, or the carve and its seed)
+    skipped: int  # unreadable files left out (listed in the run folder)
+    unused_splits: list[str]  # splits of the data that are not trained on (test/, ...); [] with several sources
+    # What a resumed run reads its data from: every source with its weight, cap and name (a one-source run too:
+    # a config's cap on its only source must hold on resume as well).
+    spec: list[dict]
+    sources: list[dict] = field(default_factory=list)  # several sources: the facts of each; [] with one
+
+    def to_dict(self) -> dict:
+        """The card's ``data`` section: every field, ``sources`` only with several sources."""
+        out = {"data_root": self.data_root, "train": self.train, "val": self.val, "val_source": self.val_source,
+               "skipped": self.skipped, "unused_splits": self.unused_splits}
+        if self.sources:
+            out["sources"] = self.sources
+        out["spec"] = self.spec
+        return out
 
 
 def data_sources(data, cfg: TrainConfig) -> list[Source]:
@@ -54,7 +78,7 @@ def data_sources(data, cfg: TrainConfig) -> list[Source]:
     return out
 
 
-def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, dict]:
+def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, DataSummary]:
     """Finds, subsamples, checks and splits every source (each carved on its own, stratified by class), then
     joins them. Returns (train, val, summary)."""
     sources = data_sources(data, cfg)
@@ -65,20 +89,17 @@ def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, dict]:
         vals.append(val)
         facts.append(fact)
     train, val = Split.join("train", trains), Split.join("val", vals)
-    summary = {
-        "data_root": facts[0]["path"] if len(facts) == 1 else [f["path"] for f in facts],
-        "train": train.counts(),
-        "val": val.counts(),
-        "val_source": facts[0]["val_source"] if len(facts) == 1 else "per source: see sources",
-        "skipped": len(train.skipped) + len(val.skipped),
-        "unused_splits": facts[0]["unused_splits"] if len(facts) == 1 else [],
-    }
-    if len(sources) > 1:
-        summary["sources"] = facts
-    # What a resumed run reads its data from: every source with its weight, cap and name (a one-source run too:
-    # a config's cap on its only source must hold on resume as well).
-    summary["spec"] = [{"path": f["path"], "weight": s.weight, "max_per_class": s.max_per_class, "name": s.name}
-                       for f, s in zip(facts, sources, strict=True)]
+    one = len(facts) == 1
+    summary = DataSummary(
+        data_root=facts[0]["path"] if one else [f["path"] for f in facts],
+        train=train.counts(),
+        val=val.counts(),
+        val_source=facts[0]["val_source"] if one else "per source: see sources",
+        skipped=len(train.skipped) + len(val.skipped),
+        unused_splits=facts[0]["unused_splits"] if one else [],
+        spec=[{"path": f["path"], "weight": s.weight, "max_per_class": s.max_per_class, "name": s.name}
+              for f, s in zip(facts, sources, strict=True)],
+        sources=[] if one else facts)
     return train, val, summary
 
 

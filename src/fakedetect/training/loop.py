@@ -22,14 +22,12 @@ import numpy as np
 
 from fakedetect.atomic import atomic_path, write_json
 from fakedetect.progress import EVERY_S
-from fakedetect.run import MODEL_FILE
+from fakedetect.runfolder import HISTORY_FILE, LOGS_DIR, MODEL_FILE, STATE_FILE
 from fakedetect.training.schedules import EarlyStop, PhaseSchedule, Plateau
 from fakedetect.training.sums import AUC_BINS, all_reduce_sum, sums_to_metrics
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"  # in a run folder: where a killed run resumes from
-HISTORY_FILE = "history.csv"  # in a run folder: one row per epoch
 
 
 @dataclass
@@ -66,7 +64,7 @@ class Recorder:
         if self.writer is None:
             import tensorflow as tf
 
-            self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
+            self.writer = tf.summary.create_file_writer(str(self.run_dir / LOGS_DIR))
         import tensorflow as tf
 
         with self.writer.as_default():

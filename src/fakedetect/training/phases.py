@@ -5,74 +5,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from fakedetect.config import TrainConfig
 from fakedetect.data.splits import Split
 from fakedetect.models import DROPOUT_LAYER, OUTPUT_LAYER
-from fakedetect.training.cluster import is_chief, num_workers, replicas, worker_index
+from fakedetect.training.cluster import num_workers, worker_index
 from fakedetect.training.inputs import feature_stream, image_stream, shard_of
 from fakedetect.training.loop import Loop, Phase
 from fakedetect.training.schedules import epoch_sizes
+from fakedetect.training.setup import Setup
 from fakedetect.training.validation import features, validator
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Setup:
-    """What every stage of one training command shares."""
-    cfg: TrainConfig
-    strategy: object
-    run_dir: Path  # where this process writes (a non-chief worker: a temporary folder)
-    out: Path  # the run folder (the chief's)
-    train: Split
-    val: Split
-    summary: dict
-    resume: bool
-    t_start: float
-    state: dict = field(default_factory=dict)
-
-    @property
-    def chief(self) -> bool:
-        return is_chief()
-
-    @property
-    def source_names(self) -> list[str]:
-        return [src["name"] for src in self.summary.get("sources", [])]
-
-    @property
-    def n_sources(self) -> int:
-        return max(1, len(self.source_names))
-
-    @property
-    def mix(self) -> list[float] | None:
-        """Each source's share of the training stream (normalised weights); None with one source."""
-        sources = self.summary.get("sources")
-        if not sources:
-            return None
-        total = sum(src["weight"] for src in sources)
-        return [src["weight"] / total for src in sources]
-
-
-def global_batch(s: Setup) -> int:
-    return s.cfg.batch_size * replicas(s.strategy)
-
-
-def lr_scale(s: Setup) -> int:
-    return replicas(s.strategy) if s.cfg.scale_lr else 1
-
-
 def steps_per_epoch(s: Setup) -> tuple[int, int]:
     """(steps per epoch, warm-up steps): full global batches only, the same on every worker."""
-    steps = max(1, len(s.train) // global_batch(s))
-    warmup = s.cfg.warmup_steps if s.cfg.warmup_steps is not None else min(steps, 200) if lr_scale(s) > 1 else 0
+    steps = max(1, len(s.train) // s.global_batch)
+    warmup = s.cfg.warmup_steps if s.cfg.warmup_steps is not None else min(steps, 200) if s.lr_scale > 1 else 0
     return steps, warmup
-
-
-def image_size(model) -> int:
-    return int(model.input_shape[1])
 
 
 def val_shard(s: Setup) -> Split:
@@ -83,8 +33,8 @@ def frozen_phase(s: Setup, loop: Loop) -> Phase:
     """Phase 1: the head on a frozen backbone, trained on features computed once (each worker: its shard)."""
     import keras
 
-    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, image_size(loop.model)
-    (steps, warmup), rate = steps_per_epoch(s), cfg.lr_frozen * lr_scale(s)
+    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, s.cfg.image_size
+    (steps, warmup), rate = steps_per_epoch(s), cfg.lr_frozen * s.lr_scale
     start = int(s.state.get("phase_epoch", 0))
     log.info(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {rate:g}"
              + (f" (resuming after epoch {start})" if s.resume and start else ""))
@@ -117,8 +67,8 @@ def finetune_phase(s: Setup, loop: Loop) -> Phase:
     """Phase 2: the top of the backbone and the head, on augmented images (optionally growing in size)."""
     from fakedetect.models.classifier import any_size_view, unfreeze
 
-    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, image_size(loop.model)
-    (steps, warmup), rate = steps_per_epoch(s), cfg.lr_finetune * lr_scale(s)
+    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, s.cfg.image_size
+    (steps, warmup), rate = steps_per_epoch(s), cfg.lr_finetune * s.lr_scale
     sizes = epoch_sizes(size, cfg.epochs_finetune, cfg.finetune_sizes)
     with strategy.scope():
         names = unfreeze(model, cfg.unfreeze, batchnorm=cfg.train_batchnorm)

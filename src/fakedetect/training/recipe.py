@@ -18,25 +18,31 @@ import numpy as np
 import pandas as pd
 
 from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_skipped, write_text
-from fakedetect.card import CARD_FILE
-from fakedetect.config import TrainConfig, dump_config, load_config
+from fakedetect.config import TrainConfig, dump_config, load_config, resolve_image_size
 from fakedetect.data.splits import digest_ids
-from fakedetect.domain import DOMAIN_FILE
 from fakedetect.errors import ConfigError, DataError, RunError, RunExistsError
 from fakedetect.models.lite_weights import lite_pth_path
 from fakedetect.models.registry import check_unfreeze, check_weights_file
-from fakedetect.run import HASHES_FILE, MODEL_FILE
+from fakedetect.runfolder import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    HASHES_FILE,
+    HISTORY_FILE,
+    LOGS_DIR,
+    RUN_FILES,
+    SKIPPED_FILE,
+    STATE_FILE,
+)
 from fakedetect.training.cluster import is_chief, make_strategy, num_workers, replicas, worker_index
 from fakedetect.training.finish import TrainResult, finish_run
-from fakedetect.training.inputs import class_weights, prepare_data
-from fakedetect.training.loop import HISTORY_FILE, STATE_FILE, Loop, Recorder, read_state
-from fakedetect.training.phases import Setup, finetune_phase, frozen_phase, global_batch, lr_scale
+from fakedetect.training.inputs import DataSummary, class_weights, prepare_data
+from fakedetect.training.loop import Loop, Recorder, read_state
+from fakedetect.training.phases import finetune_phase, frozen_phase
+from fakedetect.training.setup import Setup
 from fakedetect.training.sums import all_reduce_sum, weights_digest
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = (MODEL_FILE, CARD_FILE, HISTORY_FILE, STATE_FILE, "config.yaml", "skipped.txt", HASHES_FILE,
-             "training_curves.png", DOMAIN_FILE)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -68,7 +74,8 @@ def train(data_root, cfg: TrainConfig, out: str | Path | None = None, overwrite:
         data_root: folder with real/ and fake/ (or train/val/test splits of them), or an archive of one; or a
             list of them (several sources: paths, or ``{path, weight, max_per_class}`` mappings); None: the
             config's ``data`` list.
-        cfg: the resolved configuration.
+        cfg: the configuration, final (a null ``image_size`` is resolved here to the backbone's native size: the
+            run's config.yaml and model card hold the number; a resumed run's older config.yaml may hold null).
         out: run folder; a new timestamped folder under ``runs/`` when None.
         overwrite: allow a non-empty ``out``.
         resume: continue the interrupted run in ``out`` from its last checkpoint (see :func:`resume_training`).
@@ -78,6 +85,7 @@ def train(data_root, cfg: TrainConfig, out: str | Path | None = None, overwrite:
         StrategyError: a strategy that cannot be used (e.g. workers that never joined).
     """
     t_start = time.perf_counter()
+    cfg = resolve_image_size(cfg)
     if not resume:
         preflight(cfg, out, overwrite)
     # The strategy comes before any other TensorFlow work (MultiWorkerMirroredStrategy configures the runtime).
@@ -109,11 +117,11 @@ def resume_training(run_dir: str | Path) -> TrainResult:
     """
     run_dir = Path(run_dir)
     state = read_state(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not state:
+    if not (run_dir / CONFIG_FILE).is_file() or not state:
         raise RunError(f"{run_dir} holds no interrupted run to resume (no config.yaml / {STATE_FILE})")
     if state.get("phase") == "done":
         raise RunExistsError(f"the run in {run_dir} already finished; nothing to resume")
-    return train(state["data_root"], load_config(run_dir / "config.yaml"), run_dir, resume=True)
+    return train(state["data_root"], load_config(run_dir / CONFIG_FILE), run_dir, resume=True)
 
 
 def _open_run_folder(out: Path, overwrite: bool, resume: bool) -> tuple[Path, bool]:
@@ -128,7 +136,7 @@ def _open_run_folder(out: Path, overwrite: bool, resume: bool) -> tuple[Path, bo
         # new weights, an old model.keras as the "best so far").
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
-        for name in ("checkpoints", "logs"):
+        for name in (CHECKPOINTS_DIR, LOGS_DIR):
             shutil.rmtree(run_dir / name, ignore_errors=True)
     return run_dir, created
 
@@ -169,9 +177,9 @@ def _train(s: Setup) -> TrainResult:
     return finish_run(s, loop.recorder.rows, model)
 
 
-def _data_spec(summary: dict):
+def _data_spec(summary: DataSummary):
     """What a resumed run reads its data from: every source with its weight, cap and name."""
-    return summary.get("spec") or summary["data_root"]
+    return summary.spec or summary.data_root
 
 
 def _describe(s: Setup) -> None:
@@ -180,19 +188,19 @@ def _describe(s: Setup) -> None:
                                                                f"copy; the chief writes {s.out})"))
     if n_rep > 1 or s.cfg.strategy != "auto":
         log.info(f"strategy {type(s.strategy).__name__}: {n_rep} replica(s) on {num_workers(s.strategy)} "
-                 f"machine(s), global batch {global_batch(s)}, learning rates x{lr_scale(s)}")
-    log.info(f"train: {s.train.counts()}  val: {s.val.counts()}  ({s.summary['val_source']})")
-    for src, share in zip(s.summary.get("sources", []), s.mix or [], strict=False):
+                 f"machine(s), global batch {s.global_batch}, learning rates x{s.lr_scale}")
+    log.info(f"train: {s.train.counts()}  val: {s.val.counts()}  ({s.summary.val_source})")
+    for src, share in zip(s.summary.sources, s.mix or [], strict=False):
         log.info(f"  source {src['name']}: train {src['train']}, val {src['val']} ({src['val_source']}); "
                  f"{share:.0%} of the training batches")
-    if s.summary["skipped"]:
-        log.info(f"skipped {s.summary['skipped']} unreadable file(s): listed in {s.run_dir / 'skipped.txt'}")
+    if s.summary.skipped:
+        log.info(f"skipped {s.summary.skipped} unreadable file(s): listed in {s.run_dir / SKIPPED_FILE}")
 
 
 def _write_run_inputs(s: Setup) -> None:
     """The chief's record of what this run trains on: config, state, skipped files, content ids."""
     if not s.resume:
-        write_text(s.run_dir / "config.yaml", dump_config(s.cfg))
+        write_text(s.run_dir / CONFIG_FILE, dump_config(s.cfg))
         write_json(s.run_dir / STATE_FILE, {"data_root": _data_spec(s.summary), "phase": "frozen"})
     elif (s.run_dir / HISTORY_FILE).is_file():
         # Epochs after the last state.json (killed between the two writes) are run again: drop their rows.
@@ -200,7 +208,7 @@ def _write_run_inputs(s: Setup) -> None:
         rows = rows[rows["epoch"] <= int(s.state.get("epoch", 0))]
         with atomic_path(s.run_dir / HISTORY_FILE, suffix=".csv") as tmp:
             rows.to_csv(tmp, index=False)
-    write_skipped(s.run_dir / "skipped.txt", s.train.skipped + s.val.skipped)
+    write_skipped(s.run_dir / SKIPPED_FILE, s.train.skipped + s.val.skipped)
     # Content ids of every training and validation image: evaluate uses them to flag a test set that overlaps.
     with atomic_path(s.run_dir / HASHES_FILE, suffix=".npz") as tmp:
         np.savez_compressed(tmp, train=digest_ids(s.train.digests), val=digest_ids(s.val.digests))
@@ -233,7 +241,7 @@ def _make_loop(s: Setup, model, mixed: bool) -> Loop:
     history = pd.read_csv(s.out / HISTORY_FILE).to_dict(orient="records") \
         if s.resume and (s.out / HISTORY_FILE).is_file() else []
     recorder = Recorder(s.run_dir, s.chief, rows=[r for r in history if r["epoch"] <= done])
-    return Loop(s.strategy, s.cfg, model, global_batch(s), weights, recorder, s.run_dir / "checkpoints", s.out,
+    return Loop(s.strategy, s.cfg, model, s.global_batch, weights, recorder, s.run_dir / CHECKPOINTS_DIR, s.out,
                 s.state, mixed_precision=mixed, best_val_loss=float(s.state.get("best_val_loss", np.inf)),
                 epochs_done=done if s.resume else 0, resumed=s.resume, source_names=s.source_names)
 
