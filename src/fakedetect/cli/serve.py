@@ -8,17 +8,10 @@ from pathlib import Path
 
 import click
 
-from fakedetect.cli.main import PORT, _check_run, _echo, _friendly_errors, _tensorflow, _verbose_option, main
-
-# glibc malloc settings for the gunicorn workers. Uploads of every size (up to 64 megapixels) are decoded and
-# resized by TensorFlow's threads; with glibc's defaults (an arena per thread, a threshold for mmap that rises
-# with the largest block freed) the freed memory stays in the arenas and a worker's resident memory crept up by
-# 17% over 10,000 fuzzed uploads. Two arenas, and blocks of 128 KiB and more mmapped (returned on free), keep it
-# flat (benchmarks/RESULTS.md, issue 22).
-WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
+from fakedetect.cli.main import PORT, check_run, echo, friendly_errors, main, tensorflow, verbose_option
 
 
-def _check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> None:
     """Fails with one line when the address cannot be bound (in use, or not an address of this machine)."""
     import socket
 
@@ -48,25 +41,24 @@ def _check_port(host: str, port: int) -> None:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="gunicorn worker processes (each loads the model).")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def serve(run_dir, host, port, allowed_hosts, workers, dev, verbose):
     """Serve the upload page and the JSON API for RUN_DIR's model (gunicorn)."""
-    _check_run(run_dir)
-    _check_port(host, port)
+    check_run(run_dir)
+    check_port(host, port)
     names = [*allowed_hosts, host]  # the name it binds is one clients use (an IP address is accepted anyway)
     os.environ["FAKEDETECT_ALLOWED_HOSTS"] = ",".join(names)
     if dev:
-        _tensorflow(verbose)
+        tensorflow(verbose)
         from fakedetect.web import create_app
 
         app = create_app(run_dir)
-        _echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
+        echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
         app.run(host=host, port=port, threaded=True)
         return
-    _echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
+    echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
     env = dict(os.environ, FAKEDETECT_RUN_DIR=str(Path(run_dir).resolve()))
-    env.update({k: v for k, v in WORKER_MALLOC.items() if k not in os.environ})  # the user's own settings win
     if verbose:
         env["FAKEDETECT_VERBOSE"] = "1"
     # No control socket: gunicorn would otherwise create ~/.gunicorn/gunicorn.ctl in the user's home.
