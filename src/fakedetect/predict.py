@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fakedetect.atomic import write_csv, write_json
 from fakedetect.data.checks import check_images
 from fakedetect.data.layout import list_files
 from fakedetect.errors import ConfigError, DataError
-from fakedetect.run import DECODE_FAILED, Run, score_files
+from fakedetect.run import Run
 
 
 @dataclass
@@ -44,22 +43,10 @@ def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
     files = expand_inputs(inputs)
     infos = check_images(files, tf_verify=True, what="files")
     ok = [i for i in infos if i.error is None]
-    bad = [(i.path, i.error) for i in infos if i.error is not None]
-    raw, dist = score_files(run.model, [i.path for i in ok], run.image_size, batch_size,
-                            [not i.tf_decodable for i in ok],
-                            domain=run.domain, tta=tta)
-    failed = np.isnan(raw)
-    bad += [(i.path, DECODE_FAILED) for i, f in zip(ok, failed, strict=True) if f]
-    ok, raw = [i for i, f in zip(ok, failed, strict=True) if not f], raw[~failed]
-    dist = dist[~failed] if dist is not None else None
-    prob = run.calibrate(raw)
-    table = pd.DataFrame({
-        "path": [i.path for i in ok],
-        "prob_fake": prob,
-        "prob_real": 1 - prob,
-        "label": ["fake" if p >= run.threshold else "real" for p in prob],
-        **run.domain_fields(dist, len(prob)),
-    })
+    scores = run.score(paths=[i.path for i in ok], pillow_only=[not i.tf_decodable for i in ok],
+                       batch_size=batch_size, tta=tta)
+    bad = [(i.path, i.error) for i in infos if i.error is not None] + scores.skipped
+    table = scores.table()
     return PredictResult(table, bad)
 
 

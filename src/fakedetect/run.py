@@ -1,11 +1,23 @@
-"""Loading a run and scoring images with it: the one path shared by evaluate, predict and the web app."""
+"""Loading a run and scoring images with it: the one path shared by evaluate, predict and the web app.
+
+The contract of the one scoring call, :meth:`Run.score`:
+
+- input: checked image files (``paths``, with ``pillow_only`` per file as the checks set it), or decoded uint8
+  H x W x 3 images (``images``);
+- a hook for extra views of an image (``views``: image -> {name: image}; the web app's mild variants), scored in
+  the same forward pass as the image; ``tta`` scores the mirror image too (mean logit); ``perturb`` changes each
+  decoded file before it is resized (robustness);
+- output: :class:`Scores`, the columns ``predict`` writes, one row per scored input in input order, with the
+  inputs that could not be decoded listed in ``skipped``. The run's temperature and threshold are applied here
+  and nowhere else; the domain check measures the image itself, never a view.
+"""
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +33,32 @@ from fakedetect.runfolder import CARD_FILE, DOMAIN_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
+
+
+@dataclass
+class Scores:
+    """What :meth:`Run.score` returns: one entry per scored input, in input order (see the module's contract)."""
+    names: list[str]  # the paths given, or the images' names
+    raw: np.ndarray  # uncalibrated P(fake)
+    prob_fake: np.ndarray  # P(fake) after the run's temperature
+    label: list[str]  # "fake" when prob_fake is at least the run's threshold, else "real"
+    in_domain: list[bool | None]
+    domain_distance: list[float | None]
+    kept: np.ndarray  # the input positions of these rows (an input that could not be decoded has none)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason) of the others
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # view name -> P(fake) per row (calibrated)
+
+    @property
+    def prob_real(self) -> np.ndarray:
+        return 1 - self.prob_fake
+
+    def table(self):
+        """The rows as ``predict`` writes them: path, prob_fake, prob_real, label, in_domain, domain_distance."""
+        import pandas as pd
+
+        return pd.DataFrame({"path": self.names, "prob_fake": self.prob_fake, "prob_real": self.prob_real,
+                             "label": self.label, "in_domain": self.in_domain,
+                             "domain_distance": self.domain_distance})
 
 
 @dataclass
@@ -52,6 +90,32 @@ class Run:
             return {"in_domain": [None] * n, "domain_distance": [None] * n}
         return {"in_domain": [bool(v) for v in self.domain.in_domain(distances)],
                 "domain_distance": [float(d) for d in distances]}
+
+
+    def score(self, paths: Sequence[str] | None = None, pillow_only: Sequence[bool] | None = None,
+              images: Sequence | None = None, names: Sequence[str] | None = None, batch_size: int = 64,
+              views: Callable | None = None, tta: bool = False, perturb: Callable | None = None) -> Scores:
+        """The one scoring call: P(fake), calibrated, with the decision and the domain check, for checked files
+        (``paths``) or decoded images (``images``); see the module's docstring for the contract."""
+        if (paths is None) == (images is None):
+            raise ValueError("Run.score takes paths or images, not both")
+        if paths is not None:
+            names = [str(p) for p in paths]
+            raw, dist = score_files(self.model, names, self.image_size, batch_size, pillow_only, perturb,
+                                    domain=self.domain, tta=tta)
+            view_raw: dict[str, np.ndarray] = {}
+        else:
+            names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+            raw, dist, view_raw = score_images(self.model, images, self.image_size, self.domain, views, tta)
+        kept = np.flatnonzero(~np.isnan(raw))
+        raw, dist = raw[kept], dist[kept] if dist is not None else None
+        prob = self.calibrate(raw)
+        return Scores(
+            names=[names[i] for i in kept], raw=raw, prob_fake=prob,
+            label=["fake" if p >= self.threshold else "real" for p in prob],
+            **self.domain_fields(dist, len(prob)), kept=kept,
+            skipped=[(names[i], DECODE_FAILED) for i in np.setdiff1d(np.arange(len(names)), kept)],
+            views={k: self.calibrate(v[kept]) for k, v in view_raw.items()})
 
 
 def check_run_dir(run_dir: str | Path) -> ModelCard:
@@ -172,3 +236,29 @@ def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
                 dist[i] = domain.distance([np.asarray(f) for f in feats])
             progress.update(int(i[-1]) + 1)
     return out, dist
+
+
+def score_images(model, images: Sequence, image_size: int, domain: DomainModel | None = None,
+                 views: Callable | None = None, tta: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """(uncalibrated P(fake), domain distance or None, {view: uncalibrated P(fake)}) of decoded uint8 images,
+    one forward pass per image with its views (``views(image)`` -> {name: uint8 image})."""
+    import tensorflow as tf
+
+    from fakedetect.data.pipeline import resize
+
+    fn = scoring_function(model, tta)
+    raw = np.full(len(images), np.nan)
+    dist = np.full(len(images), np.nan) if domain is not None else None
+    view_raw: dict[str, np.ndarray] = {}
+    for i, img in enumerate(images):
+        extra = views(img) if views is not None else {}
+        batch = tf.stack([resize(v, image_size) for v in [img, *extra.values()]])
+        p, feats = fn(batch)
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
+        raw[i] = p[0]
+        for k, (name, _) in enumerate(extra.items()):
+            view_raw.setdefault(name, np.full(len(images), np.nan))[i] = p[k + 1]
+        if domain is not None:
+            dist[i] = domain.distance([np.asarray(f)[:1] for f in feats])[0]
+    return raw, dist, view_raw

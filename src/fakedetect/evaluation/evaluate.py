@@ -16,7 +16,7 @@ from fakedetect.data.layout import choose_split, discover
 from fakedetect.data.splits import Split, digest_ids, subsample, to_split
 from fakedetect.evaluation.report import write_report
 from fakedetect.metrics import binary_metrics, ece, reliability_bins
-from fakedetect.run import DECODE_FAILED, Run, load_run, score_files
+from fakedetect.run import DECODE_FAILED, Run, load_run
 from fakedetect.runfolder import (
     CLASSIFICATION_REPORT_JSON,
     CLASSIFICATION_REPORT_TXT,
@@ -68,13 +68,13 @@ def load_test_split(data: str | Path, max_per_class: int | None = None) -> Split
 def score(run: Run, split: Split, batch_size: int = 64, perturb=None, tta: bool = False) -> Scored:
     """Scores a checked split with the run (calibrated, with domain distances); undecodable files move to
     ``skipped``."""
-    raw, dist = score_files(run.model, split.paths, run.image_size, batch_size, split.pillow_only, perturb,
-                            domain=run.domain, tta=tta)
-    failed = np.flatnonzero(np.isnan(raw))
+    scores = run.score(paths=split.paths, pillow_only=split.pillow_only, batch_size=batch_size, tta=tta,
+                       perturb=perturb)
+    failed = np.setdiff1d(np.arange(len(split)), scores.kept)
     if len(failed):
-        split, raw = split.without(failed, DECODE_FAILED), np.delete(raw, failed)
-        dist = np.delete(dist, failed) if dist is not None else None
-    return Scored(split, raw, run.calibrate(raw), dist)
+        split = split.without(failed, DECODE_FAILED)
+    dist = np.asarray(scores.domain_distance, float) if run.domain is not None else None
+    return Scored(split, scores.raw, scores.prob_fake, dist)
 
 
 def seen_in_training(run: Run, split: Split) -> tuple[np.ndarray, np.ndarray] | None:

@@ -13,7 +13,7 @@ import numpy as np
 from fakedetect.data.checks import ImageInfo, check_bytes, open_image
 from fakedetect.data.transforms import downscale, jpeg_reencode
 from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
-from fakedetect.run import Run, scoring_function
+from fakedetect.run import Run
 
 # The IJG standard luminance quantisation table (quality 50), in natural order.
 _STD_LUMA = np.array([
@@ -110,10 +110,9 @@ def check_upload(data: bytes, filename: str = "") -> Checked:
 
 
 class Scorer:
-    """Holds the run and a compiled inference function; one per process."""
+    """Holds the run; scores uploads through :meth:`Run.score`, one at a time (one per process)."""
     def __init__(self, run: Run):
         self.run = run
-        self._predict = scoring_function(run.model)  # the one scoring function: (P(fake), features)
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
@@ -153,32 +152,31 @@ class Scorer:
         from fakedetect.data.pipeline import resize
 
         img = self.decode(c)
-        small = tf.constant(variant_source(img, self.run.image_size))
-        variants = {name: make(small) for name, make in mild_variants().items()}
-        batch = tf.stack([resize(v, self.run.image_size) for v in [img, *variants.values()]])
+        made = mild_variants()
+
+        def views(image):  # the mild variants, made from a copy at most VARIANT_MAX_SIDE px on its longer side
+            small = tf.constant(variant_source(image, self.run.image_size))
+            return {name: make(small) for name, make in made.items()}
+
         with self._lock:
-            p, feats = self._predict(batch)
-        raw = np.asarray(p, dtype=np.float64).reshape(-1)
-        prob = self.run.calibrate(raw)
-        dist = self.run.domain.distance([np.asarray(f)[:1] for f in feats]) if self.run.domain is not None else None
-        domain = {k: v[0] for k, v in self.run.domain_fields(dist, 1).items()}
-        t = self.run.threshold
-        label = "fake" if prob[0] >= t else "real"
-        scores = dict(zip(variants, prob[1:], strict=True))
-        flips = [name for name, p in scores.items() if (p >= t) != (prob[0] >= t)]
+            s = self.run.score(images=[img], names=[c.filename], views=views)
+        prob, t = float(s.prob_fake[0]), self.run.threshold
+        scores = {name: float(v[0]) for name, v in s.views.items()}
+        flips = [name for name, p in scores.items() if (p >= t) != (prob >= t)]
         out = {
-            "prob_fake": float(prob[0]),
-            "prob_real": float(1 - prob[0]),
-            "label": label,
+            "prob_fake": prob,
+            "prob_real": float(s.prob_real[0]),
+            "label": s.label[0],
             "threshold": t,
             "uncertain": bool(flips),
             "uncertain_because": [f"the decision flips when the image is {f}" for f in flips],
-            "variants": {name: float(p) for name, p in scores.items()},
-            **domain,  # in_domain: False when the image is unlike the training images (None: not known)
+            "variants": scores,
+            # in_domain: False when the image is unlike the training images (None: not known)
+            "in_domain": s.in_domain[0], "domain_distance": s.domain_distance[0],
             "image": c.facts,
         }
         if explain:
-            out["heatmap_png"] = self.heatmap_overlay(img, batch[:1])
+            out["heatmap_png"] = self.heatmap_overlay(img, tf.expand_dims(resize(img, self.run.image_size), 0))
         return out
 
     def gradcam(self, x) -> np.ndarray:
