@@ -10,10 +10,12 @@ from pathlib import Path
 
 from fakedetect.config import DEMO_PER_CLASS, load_config
 from fakedetect.data.archive import folder_fingerprint, resolve_data, set_name
+from fakedetect.data.download import download
 from fakedetect.data.inspect import inspect_data
 from fakedetect.data.layout import discover
 from fakedetect.data.splits import write_holdout_split
 from fakedetect.data.synthetic import make_synthetic_dataset
+from fakedetect.errors import DataError
 from fakedetect.evaluation.evaluate import evaluate, summary_table
 from fakedetect.paths import cache_dir
 from fakedetect.runfolder import CURVES_FILE, MODEL_FILE, REPORT_FILE
@@ -43,9 +45,6 @@ def find_demo_data(data: str | Path | None = None) -> DemoData:
         if c and Path(c).is_file():
             return DemoData(Path(c), "cifake-archive", False)
     if os.environ.get("FAKEDETECT_DEMO_DOWNLOAD", "1") != "0":
-        from fakedetect.data.download import download
-        from fakedetect.errors import DataError
-
         try:
             return DemoData(download("cifake"), "cifake-download", False)
         except DataError as e:

@@ -46,7 +46,7 @@ def _debug() -> bool:
     return bool(ctx and ctx.find_root().params.get("debug")) or os.environ.get("FAKEDETECT_DEBUG") == "1"
 
 
-def _friendly_errors(fn):
+def friendly_errors(fn):
     """The library's expected errors become one clear line and exit status 1; a bug keeps its traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -67,7 +67,7 @@ def _friendly_errors(fn):
     return wrapper
 
 
-def _echo(msg: str) -> None:
+def echo(msg: str) -> None:
     click.echo(msg)
 
 
@@ -82,7 +82,7 @@ class _EchoHandler(logging.Handler):
         click.echo(self.format(record), err=self.err)
 
 
-def _show_library_messages(err: bool = False) -> None:
+def show_library_messages(err: bool = False) -> None:
     """Routes the ``fakedetect`` logger to this invocation's output, INFO and up, through one handler (stderr with
     ``err``: for commands whose stdout is data). The CLI owns the output: nothing is passed on to handlers that
     another library may have put on the root logger (TensorFlow's stack does, once training starts), so no line is
@@ -105,14 +105,14 @@ def _hide_library_messages() -> None:
     logger.propagate = True
 
 
-def _tensorflow(verbose: int = 0) -> None:
+def tensorflow(verbose: int = 0) -> None:
     """Imports TensorFlow before a command needs it; its start-up notices are shown only with --verbose."""
     from fakedetect.quiet import import_tensorflow
 
     import_tensorflow(verbose=verbose > 0)
 
 
-def _verbose_option(fn):
+def verbose_option(fn):
     return click.option("--verbose", "-v", count=True, help="Show TensorFlow's own log lines (-v).")(fn)
 
 
@@ -125,11 +125,11 @@ def main(ctx, debug):
 
     Labels: real = 0, fake = 1; models output the probability that an image is fake.
     """
-    _show_library_messages()
+    show_library_messages()
     ctx.call_on_close(_hide_library_messages)
 
 
-def _check_run(run_dir: Path) -> None:
+def check_run(run_dir: Path) -> None:
     """A cheap check, before TensorFlow is imported, that RUN_DIR holds a trained model."""
     from fakedetect.run import check_run_dir
 

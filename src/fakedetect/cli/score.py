@@ -11,13 +11,13 @@ from fakedetect.cli.main import (
     OUT_DIR,
     OUT_FILE,
     POSITIVE,
-    _check_run,
-    _echo,
-    _friendly_errors,
-    _show_library_messages,
-    _tensorflow,
-    _verbose_option,
+    check_run,
+    echo,
+    friendly_errors,
     main,
+    show_library_messages,
+    tensorflow,
+    verbose_option,
 )
 from fakedetect.data.transforms import PERTURBATIONS
 from fakedetect.errors import OutputExistsError
@@ -38,11 +38,11 @@ def _before_scoring(run_dir: Path, data: Path, out: Path | None, overwrite: bool
     from fakedetect.data.archive import resolve_data
     from fakedetect.evaluation.evaluate import plan_out_dir
 
-    _check_run(run_dir)
+    check_run(run_dir)
     if out is not None:
         plan_out_dir(run_dir, data, out, overwrite)
     data = resolve_data(data)
-    _tensorflow(verbose)
+    tensorflow(verbose)
     return data
 
 
@@ -59,8 +59,8 @@ def _before_scoring(run_dir: Path, data: Path, out: Path | None, overwrite: bool
                    "compute).")
 @click.option("--max-per-class", type=click.IntRange(min=1),
               help="With several --data: score at most N images per class of each (a fixed-seed subset).")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verbose):
     """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html.
 
@@ -79,12 +79,12 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verb
                                "scored whole")
     data = _before_scoring(run_dir, data[0], out, overwrite, verbose)
     res = run_eval(run_dir, data, out, overwrite, batch_size, tta=tta)
-    _echo("")
-    _echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    echo("")
+    echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     cm = res.metrics["confusion_matrix"]
-    _echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
-    _echo(f"report: {res.out_dir / REPORT_FILE}")
-    _echo(f"metrics: {res.out_dir / METRICS_FILE}")
+    echo(f"\nconfusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}")
+    echo(f"report: {res.out_dir / REPORT_FILE}")
+    echo(f"metrics: {res.out_dir / METRICS_FILE}")
 
 
 @main.command()
@@ -96,8 +96,8 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verb
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--max-per-class", type=click.IntRange(min=1),
               help="Score at most N images per class of each set (a fixed-seed subset).")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def compare(run_dirs, data, out, overwrite, batch_size, max_per_class, verbose):
     """Score every run on every test set: the cross-dataset table and heatmap (cross.csv, cross.md, cross.png,
     report.html). Images a run trained or validated on are left out of its cells."""
@@ -118,16 +118,16 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
     from fakedetect.evaluation.cross import cross_scores, long_table, markdown, write_cross
 
     for r in run_dirs:
-        _check_run(r)
+        check_run(r)
     check_out_dir(out, overwrite, "output folder")
     folders = [resolve_data(d) for d in datas]
-    _tensorflow(verbose)
+    tensorflow(verbose)
     names = [set_name(d) for d in datas]  # the names given (an archive's, not its extraction folder's)
     cells, sources, _ = cross_scores(run_dirs, folders, batch_size, max_per_class, names)
     write_cross(out, cells, sources, overwrite)
-    _echo("")
-    _echo(markdown(long_table(cells, sources)))
-    _echo(f"table: {out / CROSS_CSV} (and {CROSS_MD})\nheatmap: {out / CROSS_PLOT}\nreport: {out / REPORT_FILE}")
+    echo("")
+    echo(markdown(long_table(cells, sources)))
+    echo(f"table: {out / CROSS_CSV} (and {CROSS_MD})\nheatmap: {out / CROSS_PLOT}\nreport: {out / REPORT_FILE}")
 
 
 @main.command()
@@ -138,17 +138,17 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--only", multiple=True, type=click.Choice([n for n in PERTURBATIONS if n != "clean"]),
               help="Run only these perturbations (repeatable), besides clean.")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
     """Re-score a test set under JPEG, blur, downscaling and same-format re-encoding of both classes."""
     from fakedetect.evaluation.robustness import robustness as run_rob
 
     data = _before_scoring(run_dir, data, out, overwrite, verbose)
     res = run_rob(run_dir, data, out, overwrite, batch_size, list(only))
-    _echo("")
-    _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
-    _echo(f"\ntable: {res.out_dir / ROBUSTNESS_CSV}\nplot:  {res.out_dir / ROBUSTNESS_PLOT}")
+    echo("")
+    echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
+    echo(f"\ntable: {res.out_dir / ROBUSTNESS_CSV}\nplot:  {res.out_dir / ROBUSTNESS_PLOT}")
 
 
 @main.command()
@@ -160,8 +160,8 @@ def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
                    "compute).")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
     """Score images and folders (recursively) with RUN_DIR's model: P(fake), P(real), label.
 
@@ -173,16 +173,16 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
     from fakedetect.predict import expand_inputs, predict_paths, write_predictions
     from fakedetect.run import load_run
 
-    _show_library_messages(err=True)  # stdout carries the scores
+    show_library_messages(err=True)  # stdout carries the scores
 
     if out is not None:
         if out.suffix.lower() not in (".csv", ".json"):
             raise click.BadParameter("must end in .csv or .json", param_hint="--out")
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    _check_run(run_dir)
+    check_run(run_dir)
     expand_inputs(list(paths))  # a path that does not exist is an error before the model loads
-    _tensorflow(verbose)
+    tensorflow(verbose)
     run = load_run(run_dir)
     res = predict_paths(run, list(paths), batch_size, tta=tta)
     for path, why in res.unreadable:
@@ -192,11 +192,11 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
                         f"({len(res.unreadable)} unreadable file(s))")
     if out is not None:
         write_predictions(res, out, run.threshold)
-        _echo(f"{len(res.table)} image(s) scored, {len(res.unreadable)} unreadable -> {out}")
+        echo(f"{len(res.table)} image(s) scored, {len(res.unreadable)} unreadable -> {out}")
     else:
         with pd.option_context("display.max_rows", None, "display.max_colwidth", 80):
-            _echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        _echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable")
+            echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable")
 
 
 @main.command()
@@ -206,15 +206,15 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="File (tflite, onnx) or folder (saved_model).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def export(run_dir, fmt, out, overwrite, verbose):
     """Export RUN_DIR's model (raw 0..255 pixels in, calibrated P(fake) out) as saved_model, tflite or onnx."""
     from fakedetect.export import export as do_export
     from fakedetect.export import sidecar_path
 
-    _check_run(run_dir)
-    _tensorflow(verbose)
+    check_run(run_dir)
+    tensorflow(verbose)
     path = do_export(run_dir, fmt, out, overwrite)
-    _echo(f"exported {fmt}: {path}")
-    _echo(f"output: calibrated P(fake) (the run's temperature is built in); threshold in {sidecar_path(path)}")
+    echo(f"exported {fmt}: {path}")
+    echo(f"output: calibrated P(fake) (the run's temperature is built in); threshold in {sidecar_path(path)}")

@@ -15,13 +15,13 @@ from fakedetect.cli.main import (
     PORT,
     POSITIVE,
     RATE,
-    _echo,
-    _friendly_errors,
-    _tensorflow,
-    _verbose_option,
+    echo,
+    friendly_errors,
     main,
+    tensorflow,
+    verbose_option,
 )
-from fakedetect.cli.serve import _check_port, serve
+from fakedetect.cli.serve import check_port, serve
 from fakedetect.config import DEMO_PER_CLASS, SCHEDULES, STRATEGIES, presets
 from fakedetect.models.registry import BACKBONES
 
@@ -96,8 +96,8 @@ def _default(name: str, unit: str = "") -> str:
                    "--strategy multi-worker). Run the same command on each machine with its --task-index.")
 @click.option("--task-index", type=NON_NEGATIVE, help="Multi-worker: this machine's position in --workers.")
 @click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute (GPUs only).")
-@_verbose_option
-@_friendly_errors
+@verbose_option
+@friendly_errors
 def train(data, resume, config_path, out, overwrite, verbose, cluster, task_index, **flags):
     """Train a real-vs-fake classifier (frozen backbone, then fine-tuning) and write a run folder.
 
@@ -122,7 +122,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
         if data or config_path or out or any(v is not None for v in flags.values()):
             raise click.UsageError("--resume takes no other option (but --workers/--task-index): the run folder "
                                    "holds its config and data")
-        _tensorflow(verbose)
+        tensorflow(verbose)
         resume_training(resume)
         return
     cfg = load_config(config_path, flags)
@@ -130,7 +130,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
     if data is None and not cfg.data:
         raise click.UsageError("--data is required (or a config with a `data:` list, or --resume RUN_DIR)")
     if data and cfg.data:
-        _echo(f"--data replaces the config's data list ({len(cfg.data)} source(s)): equal weights, no per-source cap")
+        echo(f"--data replaces the config's data list ({len(cfg.data)} source(s)): equal weights, no per-source cap")
         cfg.data = [str(d) for d in data]  # config.yaml in the run folder then says what was trained on
     preflight(cfg, out, overwrite)  # weights file, unfreeze target, output folder: before any slow work
     for src in data or cfg.data:  # an archive is extracted (once) here, with a message; training gets the path
@@ -142,9 +142,9 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
             raise DataError(f"{e} (the config's data paths are relative to the folder you run fakedetect from: "
                             f"{Path.cwd()})") from e
     cfg = resolve_image_size(cfg)  # the config is final here (the flags applied): the size it trains at
-    _echo(f"backbone {cfg.backbone} at {cfg.image_size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
+    echo(f"backbone {cfg.backbone} at {cfg.image_size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))
-    _tensorflow(verbose)
+    tensorflow(verbose)
     run_training(data[0] if data and len(data) == 1 else data, cfg, out, overwrite=overwrite)
 
 
@@ -158,17 +158,17 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
 @click.option("--serve/--no-serve", "start_server", default=True, show_default=True,
               help="Start the web app at the end.")
 @click.option("--port", type=PORT, default=8000, show_default=True)
-@_verbose_option
+@verbose_option
 @click.pass_context
-@_friendly_errors
+@friendly_errors
 def demo(ctx, data, out, max_per_class, start_server, port, verbose):
     """The main job end to end: data, inspection, training, evaluation on held-out images, web app."""
     from fakedetect.demo import run_demo
 
     if start_server:
-        _check_port("127.0.0.1", port)
-    _tensorflow(verbose)
+        check_port("127.0.0.1", port)
+    tensorflow(verbose)
     result = run_demo(data, out, max_per_class)
     if start_server:
-        _echo(f"== 4/4 web app: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        echo(f"== 4/4 web app: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
         ctx.invoke(serve, run_dir=result.run_dir, host="127.0.0.1", port=port, workers=1, dev=False, verbose=verbose)

@@ -20,6 +20,7 @@ from fakedetect.atomic import atomic_path, fresh_dir, write_json, write_text
 from fakedetect.data.archive import set_name
 from fakedetect.data.layout import unique_names
 from fakedetect.evaluation.evaluate import load_test_split, score, seen_in_training
+from fakedetect.evaluation.report import cross_report
 from fakedetect.metrics import binary_metrics
 from fakedetect.run import Run, load_run
 from fakedetect.runfolder import CROSS_CSV, CROSS_JSON, CROSS_MD, CROSS_PLOT, REPORT_FILE
@@ -115,7 +116,6 @@ def markdown(table: pd.DataFrame) -> str:
 
 def write_cross(out_dir: Path, cells: list[Cell], sources: dict[str, list[str]], overwrite: bool = False) -> Path:
     """cross.csv, cross.md, cross.png (heatmaps) and report.html in ``out_dir``; cross.json last."""
-    from fakedetect.evaluation.report import cross_report
     from fakedetect.plots import plot_cross
 
     fresh_dir(out_dir, overwrite)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from fakedetect.atomic import atomic_path
 from fakedetect.errors import WeightsError, WeightsUnavailable
 from fakedetect.models.efficientnet_lite import LITE_DEPTHS, lite_blocks
+from fakedetect.models.torch_checkpoint import load_state_dict
 from fakedetect.paths import cache_dir
 
 
@@ -24,9 +27,8 @@ def lite_pth_path(name: str) -> Path:
     return Path(F.get_model_file_path())
 
 
-def _torch_to_keras_names(name: str, sd: dict) -> dict[str, list]:
+def torch_to_keras_names(name: str, sd: dict) -> dict[str, list]:
     """Maps a Lite PyTorch state dict onto Keras layer names -> weight lists in Keras order."""
-    import numpy as np
 
     def bn(prefix):
         return [sd[prefix + ".weight"], sd[prefix + ".bias"], sd[prefix + ".running_mean"], sd[prefix + ".running_var"]]
@@ -58,16 +60,13 @@ def _torch_to_keras_names(name: str, sd: dict) -> dict[str, list]:
 
 def load_lite_weights(model, name: str, pth: Path, cache: bool = True) -> None:
     """Loads Lite ImageNet weights, converting the PyTorch file once and caching the result (.npz)."""
-    import numpy as np
 
     cached = cache_dir() / "weights" / f"{name}-{pth.stem}.npz"
     if cache and cached.is_file():
         with np.load(cached) as z:
             arrays = {k: z[k] for k in z.files}
     else:
-        from fakedetect.models.torch_checkpoint import load_state_dict
-
-        mapped = _torch_to_keras_names(name, load_state_dict(pth))
+        mapped = torch_to_keras_names(name, load_state_dict(pth))
         arrays = {f"{layer}/{i}": w for layer, ws in mapped.items() for i, w in enumerate(ws)}
         if cache:
             with atomic_path(cached, suffix=".npz") as tmp:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from fakedetect.errors import ConfigError, WeightsError, WeightsUnavailable
 from fakedetect.models.efficientnet_lite import LITE_DEPTHS, block_prefix, build_lite
-from fakedetect.models.lite_weights import _torch_to_keras_names, lite_pth_path, load_lite_weights
+from fakedetect.models.lite_weights import lite_pth_path, load_lite_weights, torch_to_keras_names
+from fakedetect.models.torch_checkpoint import load_state_dict
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,8 @@ def check_weights_file(backbone: str, weights: str | Path) -> Path:
         if spec.family != "lite":
             raise WeightsError(f"{path}: PyTorch checkpoints are read for the Lite backbones only; for {backbone} "
                                "give a Keras weights file (.weights.h5 or .keras)")
-        from fakedetect.models.torch_checkpoint import load_state_dict
-
         try:
-            _torch_to_keras_names(backbone, load_state_dict(path))
+            torch_to_keras_names(backbone, load_state_dict(path))
         except KeyError as e:
             raise WeightsError(f"{path} does not fit {backbone}: no tensor {e}") from None
         return path

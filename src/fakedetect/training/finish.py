@@ -16,10 +16,11 @@ import pandas as pd
 from fakedetect import CLASS_NAMES
 from fakedetect.atomic import atomic_path, write_json
 from fakedetect.card import ModelCard
-from fakedetect.config import TrainConfig
+from fakedetect.config import TrainConfig, load_config
 from fakedetect.data.splits import Split
 from fakedetect.domain import MAX_FIT_IMAGES, METHOD, QUANTILE, fit_domain
 from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
+from fakedetect.run import load_run
 from fakedetect.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, CURVES_FILE, DOMAIN_FILE, MODEL_FILE, STATE_FILE
 from fakedetect.training.cluster import num_workers, replicas
 from fakedetect.training.inputs import DataSummary, prepare_data
@@ -191,9 +192,6 @@ def refit_domain(run_dir: str | Path) -> dict:
     """Fits a finished run's domain model again, as training does now (a run trained before the multi-depth
     density gets it): its own data and config, the same validation carve. Rewrites domain.npz and the card's
     domain section; returns that section."""
-    from fakedetect.config import load_config
-    from fakedetect.run import load_run
-
     run = load_run(run_dir)
     cfg = load_config(Path(run_dir) / CONFIG_FILE)
     state = read_state(Path(run_dir))
