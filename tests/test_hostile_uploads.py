@@ -138,6 +138,12 @@ def test_token_is_checked_before_an_over_limit_body_is_drained(tiny_run):
     got, nread = _call(app, "/api/v1/predict", 5_000_000)
     assert got["status"].startswith("401") and nread == 0  # before: 5 MB read and thrown away, then a 413
     assert got["headers"].get("Connection") == "close"
+    got, nread = _call(app, "//api/v1/predict", 5_000_000)
+    assert got["status"].startswith("401") and nread == 0
+    got, nread = _call(app, "/", 5_000_000)  # not the API, but no token either: not read
+    assert got["status"].startswith("413") and nread == 0
+    got, nread = _call(app, "/api/v1/predict", 5_000_000, {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"})
+    assert got["status"].startswith("401") and nread <= 2 * 1024 * 1024  # chunked: drained up to the limit only
     got, nread = _call(app, "/api/v1/predict", 5_000_000, {"HTTP_AUTHORIZATION": "Bearer s3cret"})
     assert got["status"].startswith("413") and nread == 5_000_000  # with the token: drained so it reads the 413
 
@@ -232,3 +238,36 @@ def test_check_budget_bounds_the_bytes_held_at_once():
         t.join(5)
     assert not any(t.is_alive() for t in threads)
     assert peak[0] == 250  # the oversized claim ran alone; nothing else ever pushed past 100
+
+
+def test_public_card_names_a_weights_file_and_sources_without_paths():
+    from fakedetect.card import ModelCard
+
+    card = ModelCard(backbone="efficientnet-lite0", weights="/home/alice/w/lite0.pth", image_size=96,
+                     data={"data_root": "/srv/data/faces", "val_source": "10% of /srv/data/faces/train",
+                           "spec": [{"path": "/srv/data/faces", "name": "faces"}]},
+                     domain={"sources": ["/srv/data/faces"]})
+    text = json.dumps(card.public_dict())
+    assert "/home/alice" not in text and "/srv/data" not in text, text
+    d = card.public_dict()
+    assert d["weights"] == "lite0.pth" and d["data"]["sources"] == [{"name": "faces"}]
+    assert d["domain"]["sources"] == ["faces"] and ModelCard(weights="imagenet").public_dict()["weights"] == "imagenet"
+
+
+def test_no_host_header_and_allowed_entries_written_like_headers():
+    assert host_allowed("", ["localhost"])  # HTTP/1.0 health checks send none; a browser always does
+    assert host_allowed("lab.example.org:8000", ["LAB.example.org.", "x:80"])
+    assert host_allowed("x", ["x:80"]) and not host_allowed("y", ["x:80"])
+
+
+def test_c1_controls_and_unicode_line_breaks_are_escaped():
+    assert safe_cell("a\x85b\u2028c\x9b") == "a\\x85b\\x2028c\\x9b"
+    assert "".join(safe_cell("a\x85b\u2028c").splitlines()) == safe_cell("a\x85b\u2028c")
+
+
+def test_an_apng_goes_to_tensorflow_which_reads_its_first_image():
+    buf = io.BytesIO()
+    a, b = Image.new("RGB", (20, 20), (255, 0, 0)), Image.new("RGB", (20, 20), (0, 255, 0))
+    a.save(buf, "PNG", save_all=True, append_images=[b])
+    info = check_bytes(buf.getvalue(), ImageInfo("x.png"))
+    assert info.error is None and not info.animated and info.tf_decodable

@@ -4,6 +4,7 @@ every file name of a run folder or an evaluation folder lives in `fakedetect.run
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import fakedetect.runfolder as runfolder
@@ -97,6 +98,7 @@ def _docstrings(tree) -> set[int]:
 def test_no_folder_file_name_is_written_outside_runfolder():
     names = {v for k, v in vars(runfolder).items() if k.isupper() and isinstance(v, str)}
     names |= set(runfolder.PLOT_FILES.values())
+    in_text = [re.compile(r"(?<![\w.])" + re.escape(n) + r"(?!\w)") for n in names if "." in n]
     found = []
     for module, path in _modules().items():
         if module == "fakedetect.runfolder":
@@ -108,4 +110,8 @@ def test_no_folder_file_name_is_written_outside_runfolder():
                 text = node.value
                 if text in names or any(text.endswith(("/" + n, "'" + n)) for n in names):
                     found.append(f"{path.relative_to(SRC)}:{node.lineno}: {text!r}")
+            if isinstance(node, ast.JoinedStr):  # an f-string's literal parts: a file name written into a message
+                for part in node.values:
+                    if isinstance(part, ast.Constant) and any(pattern.search(part.value) for pattern in in_text):
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: f-string part {part.value!r}")
     assert not found, found

@@ -40,7 +40,7 @@ def current_umask() -> int:
     return _UMASK_AT_IMPORT
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, and the two Unicode line breaks
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 

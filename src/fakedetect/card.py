@@ -76,10 +76,13 @@ class ModelCard:
 
     def public_dict(self) -> dict:
         """The card as it may leave the machine (the API, an export's sidecar): the training data named by its
-        source names, never by a path of this machine. ``model.json`` itself keeps the paths (resume needs them).
+        source names and a weights file by its name, never by a path of this machine. ``model.json`` itself keeps
+        the paths (resume needs them).
         """
         d = self.to_dict()
         private = _paths_in(d["data"]) + _paths_in((d["domain"] or {}).get("sources"))
+        if "/" in self.weights or "\\" in self.weights:  # a weights file of the user's: its name alone
+            private.append(self.weights)
         names = self.source_names()
         d["data"] = {k: v for k, v in d["data"].items() if k not in PRIVATE_DATA_KEYS}
         d["data"]["sources"] = [{k: v for k, v in s.items() if k != "path"} for s in self.data.get("sources", [])] \

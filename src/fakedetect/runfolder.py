@@ -28,8 +28,9 @@ REPORT_FILE = "report.html"  # evaluation/report.py (cross.py writes one of its 
 CLASSIFICATION_REPORT_TXT = "classification_report.txt"
 CLASSIFICATION_REPORT_JSON = "classification_report.json"
 #: Plot name -> file (plots.py draws them); the evaluation folder copies the run's CURVES_FILE plot too.
-PLOT_FILES = {name: f"{name}.png" for name in
-              ("confusion_matrix", "roc_curve", "pr_curve", "reliability", "score_histogram", "training_curves")}
+PLOT_FILES = {**{name: f"{name}.png" for name in
+                 ("confusion_matrix", "roc_curve", "pr_curve", "reliability", "score_histogram")},
+              "training_curves": CURVES_FILE}
 # evaluation folder's SKIPPED_FILE: as in a run folder.
 
 # --- a robustness folder (`fakedetect robustness`; evaluation/robustness.py) ------------------------------------------

@@ -195,7 +195,8 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
         echo(f"{len(res.table)} image(s) scored, {len(res.unreadable)} unreadable -> {out}")
     else:
         with pd.option_context("display.max_rows", None, "display.max_colwidth", 80):
-            echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            shown = res.table.assign(path=res.table["path"].map(escape_controls))  # no terminal escapes
+            echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable")
 
 

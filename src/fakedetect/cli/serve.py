@@ -47,7 +47,8 @@ def serve(run_dir, host, port, allowed_hosts, workers, dev, verbose):
     """Serve the upload page and the JSON API for RUN_DIR's model (gunicorn)."""
     check_run(run_dir)
     check_port(host, port)
-    names = [*allowed_hosts, host]  # the name it binds is one clients use (an IP address is accepted anyway)
+    # The name it binds is one clients use (an IP address is accepted anyway); names already set stay.
+    names = [n for n in os.environ.get("FAKEDETECT_ALLOWED_HOSTS", "").split(",") if n] + [*allowed_hosts, host]
     os.environ["FAKEDETECT_ALLOWED_HOSTS"] = ",".join(names)
     if dev:
         tensorflow(verbose)

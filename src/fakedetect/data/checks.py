@@ -35,7 +35,6 @@ CHECK_BYTES_IN_FLIGHT = 1 << 30
 
 # Animated GIF and WebP: only the first frame is used, decoded by Pillow. TensorFlow's GIF decoder reads every
 # frame and sizes its output to the largest one, which Pillow's size check of the first frame does not see.
-ANIMATED_NOTE = "first frame of an animation"
 
 TF_REJECTED = "corrupt image: TensorFlow's decoder rejected it"
 
@@ -134,7 +133,9 @@ def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, t
             with open_image(io.BytesIO(data)) as im:
                 info.format, info.mode = im.format, im.mode
                 info.width, info.height = im.size
-                info.animated = bool(getattr(im, "is_animated", False))
+                # GIF and WebP only: TensorFlow reads just the first image of an APNG or an MPO (a phone photo
+                # with an embedded second image), as it should.
+                info.animated = info.format in ("GIF", "WEBP") and bool(getattr(im, "is_animated", False))
                 if info.format not in ACCEPTED_FORMATS:
                     info.error = f"unsupported image format {info.format}"
                 elif info.width * info.height > MAX_PIXELS:

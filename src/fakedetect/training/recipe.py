@@ -118,7 +118,7 @@ def resume_training(run_dir: str | Path) -> TrainResult:
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     if not (run_dir / CONFIG_FILE).is_file() or not state:
-        raise RunError(f"{run_dir} holds no interrupted run to resume (no config.yaml / {STATE_FILE})")
+        raise RunError(f"{run_dir} holds no interrupted run to resume (no {CONFIG_FILE} / {STATE_FILE})")
     if state.get("phase") == "done":
         raise RunExistsError(f"the run in {run_dir} already finished; nothing to resume")
     return train(state["data_root"], load_config(run_dir / CONFIG_FILE), run_dir, resume=True)

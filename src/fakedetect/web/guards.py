@@ -29,17 +29,22 @@ def host_allowed(host: str, allowed: list[str] | None) -> bool:
     A DNS-rebinding page reaches a server on localhost or the LAN under the attacker's own host name; refusing
     names the server was not told about stops it (IP addresses are no use to such a page).
     """
-    if allowed is None or "*" in allowed:
-        return True
-    name = host.strip().lower()
-    if name.startswith("["):  # [::1]:8000
-        name = name[1:name.find("]")] if "]" in name else name
-    elif name.count(":") == 1:
-        name = name.rsplit(":", 1)[0]
-    name = name.rstrip(".")
+    if allowed is None or "*" in allowed or not host.strip():
+        return True  # no Host header (HTTP/1.0 health checks): a browser, and so a rebinding page, always sends one
+    name = _hostname(host)
     try:
         ipaddress.ip_address(name)
         return True
     except ValueError:
         pass
-    return any(name == a or (a.startswith(".") and name.endswith(a)) for a in (a.lower() for a in allowed))
+    return any(name == a or (a.startswith(".") and name.endswith(a)) for a in (_hostname(a) for a in allowed))
+
+
+def _hostname(host: str) -> str:
+    """A Host header or an allowed entry as a bare lower-case name: no port, brackets or trailing dot."""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8000
+        name = name[1:name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    return name.rstrip(".") if name != "." else name

@@ -79,8 +79,9 @@ class DrainUnreadBody:
     The mechanism chosen: read and discard the unwanted body, then answer. It is the only one that works for
     every client, because every client is still sending. Concretely:
 
-    - Content-Length over MAX_CONTENT_LENGTH on /api/ without the API token (when one is set): nothing is read;
-      the 401 goes out with ``Connection: close`` (a client still sending may see a reset instead).
+    - With an API token set, a request without it: an over-limit Content-Length is not read at all (401 on
+      /api/, 413 elsewhere, with ``Connection: close``; a client still sending may see a reset instead), and an
+      unread rest of any other body is drained up to MAX_CONTENT_LENGTH only.
     - Content-Length over MAX_CONTENT_LENGTH otherwise: the body is read in 1 MiB pieces and thrown away (the worker's
       memory does not grow with it), the app sees an empty body, and a ``before_request`` hook answers 413
       with the JSON reason on every route. A declared length over ``UPLOAD_DRAIN_MAX_BYTES`` (2 GiB) is not
@@ -117,13 +118,19 @@ class DrainUnreadBody:
             headers = [(k, v) for k, v in headers if k.lower() != "connection"]
             return start_response(status, [*headers, ("Connection", "close")], exc_info)
 
+        # With an API token set, a request without it is never drained past the upload limit, whatever its path
+        # or transfer encoding: without the token nobody makes the server read 2 GiB.
+        authorised = token_ok(cfg.get("API_TOKEN"), environ.get("HTTP_AUTHORIZATION", ""))
+        if not authorised and limit is not None:
+            max_bytes = min(max_bytes, limit)
         if limit is not None and length is not None and length > limit:
-            if environ.get("PATH_INFO", "").startswith("/api/") and not token_ok(
-                    cfg.get("API_TOKEN"), environ.get("HTTP_AUTHORIZATION", "")):
-                # Not authorised: nothing of the body is read for it. The 401 goes out and the connection is
-                # closed; a client still sending may see a connection reset instead of the 401.
+            if not authorised:
+                # Nothing of the body is read. A 401 (on /api/) or a 413 goes out and the connection is closed;
+                # a client still sending may see a connection reset instead of the answer.
                 environ["wsgi.input"] = io.BytesIO()
                 environ.pop("CONTENT_LENGTH", None)
+                if not environ.get("PATH_INFO", "").lstrip("/").startswith("api/"):
+                    environ[TOO_LARGE] = True
                 return self.wsgi_app(environ, respond_close)
             if length <= max_bytes:
                 _drain(environ["wsgi.input"], length, max_bytes, max_seconds)
