@@ -18,6 +18,8 @@ from fakedetect.web import create_app
 from fakedetect.web.guards import host_allowed
 from fakedetect.web.service import Scorer, check_upload, variant_source
 
+from .test_upload_limits import CountingBody
+
 
 def _animated(fmt: str, first=(64, 64), second=(10_000, 10_000)) -> bytes:
     """Two frames: a small first one and a much larger second one (as the audit's 75 KB GIF)."""
@@ -105,21 +107,8 @@ def test_pixels_per_request_are_capped(tiny_run):
     assert r.status_code == 413 and "too many pixels" in r.json["error"]
 
 
-class _CountingStream:
-    def __init__(self, n):
-        self.left, self.nread = n, 0
-
-    def read(self, size=-1):
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        self.left -= size
-        self.nread += size
-        return b"x" * size
-
-    readline = read
-
-
 def _call(app, path, length, headers=()):
-    body = _CountingStream(length)
+    body = CountingBody(length)
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SERVER_NAME": "localhost", "SERVER_PORT": "80",
                "HTTP_HOST": "localhost", "wsgi.url_scheme": "http", "wsgi.input": body, "wsgi.errors": io.StringIO(),
                "CONTENT_LENGTH": str(length), "CONTENT_TYPE": "multipart/form-data; boundary=x",

@@ -306,6 +306,20 @@ def test_server_throws_over_limit_bodies_away_without_keeping_them(small_limit_s
     assert peak_growth_mb < 32
 
 
+class CountingBody:
+    """A request body of ``n`` zero bytes that counts what is read of it."""
+    def __init__(self, n):
+        self.left, self.nread = n, 0
+
+    def read(self, size=-1):
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        self.left -= size
+        self.nread += size
+        return bytes(size)
+
+    readline = read
+
+
 def test_unread_body_of_a_refused_request_is_drained_in_process(tiny_run):
     """The middleware itself, without a server: a body the app refused (401, 413, chunked or not) is read to its
     end before the answer goes out; a declared length past UPLOAD_DRAIN_MAX_BYTES is not read at all."""
@@ -313,22 +327,12 @@ def test_unread_body_of_a_refused_request_is_drained_in_process(tiny_run):
 
     from fakedetect.web import create_app
 
-    class Body:
-        def __init__(self, n):
-            self.left, self.nread = n, 0
-
-        def read(self, size=-1):
-            size = self.left if size is None or size < 0 else min(size, self.left)
-            self.left -= size
-            self.nread += size
-            return bytes(size)
-
     app = create_app(tiny_run, {"API_TOKEN": "s3cret", "MAX_CONTENT_LENGTH": MB})
 
     def post(n, chunked=False, token=None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         environ = EnvironBuilder("/api/v1/predict", method="POST", headers=headers).get_environ()
-        body = Body(n)
+        body = CountingBody(n)
         environ.update({"wsgi.input": body, "CONTENT_TYPE": CONTENT_TYPE, "wsgi.input_terminated": True})
         if chunked:
             environ.pop("CONTENT_LENGTH", None)
