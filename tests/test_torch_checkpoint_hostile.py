@@ -288,6 +288,15 @@ def _valid_zip(tmp_path, compression=zipfile.ZIP_STORED):
     return zip_pth(tmp_path / "w.pth", {"w": Tensor(_four(), 0, (4,), (1,))}, compression)
 
 
+def test_deflated_member_that_expands_like_a_bomb_is_refused(tmp_path):
+    zeros = Storage("0", [0.0] * 4_000_000)  # 16 MB of zeros: deflate packs them ~1000x
+    path = zip_pth(tmp_path / "bomb.pth", {"w": Tensor(zeros, 0, (4_000_000,), (1,))}, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 100_000
+    _refused(path, "compression bomb")
+    ok = zip_pth(tmp_path / "ok.pth", {"w": Tensor(_four(), 0, (4,), (1,))}, zipfile.ZIP_DEFLATED)
+    assert load_state_dict(ok)["w"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
 def test_zip_with_bad_crc_is_refused(tmp_path):
     path = _valid_zip(tmp_path)
     data = path.read_bytes()

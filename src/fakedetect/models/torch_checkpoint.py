@@ -22,6 +22,9 @@ import numpy as np
 
 from fakedetect.errors import WeightsError
 
+# A deflated member may expand at most this many times (from at least 1 KiB): float weights compress by less
+# than 2x and a state dict's pickle by about 10x, while deflate allows ~1000x (a zip bomb inside a .pth).
+MAX_DEFLATE_RATIO = 64
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _DTYPES = {
     "FloatStorage": np.float32,
@@ -305,6 +308,10 @@ def _read_member(z: zipfile.ZipFile, name: str, archive_size: int, expected: int
     if info.compress_size > archive_size:
         raise _Malformed(f"member {name!r} claims {info.compress_size} bytes in the archive, more than the "
                          f"{archive_size}-byte file holds (truncated or corrupt)")
+    if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > MAX_DEFLATE_RATIO * max(info.compress_size,
+                                                                                               1024):
+        raise _Malformed(f"member {name!r} claims to expand from {info.compress_size} to {info.file_size} bytes, more "
+                         f"than {MAX_DEFLATE_RATIO} times (a compression bomb; torch.save writes members uncompressed)")
     if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
         raise _Malformed(f"member {name!r} is stored uncompressed, but claims {info.file_size} bytes and "
                          f"{info.compress_size} in the archive (corrupt)")
