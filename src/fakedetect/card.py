@@ -127,7 +127,7 @@ def _paths_in(value) -> list[str]:
     if isinstance(value, str):
         return [value] if value else []
     if isinstance(value, dict):
-        return [p for k, v in value.items() if k in ("path", "data_root", "sources", "spec") for p in _paths_in(v)]
+        return [p for k, v in value.items() if k in ("path", *PRIVATE_DATA_KEYS) for p in _paths_in(v)]
     if isinstance(value, list):
         return [p for v in value for p in _paths_in(v)]
     return []

@@ -34,7 +34,6 @@ from fakedetect.runfolder import CARD_FILE, DOMAIN_FILE, MODEL_FILE
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Scores:
     """What :meth:`Run.score` returns: one entry per scored input, in input order (see the module's contract)."""
@@ -90,7 +89,6 @@ class Run:
             return {"in_domain": [None] * n, "domain_distance": [None] * n}
         return {"in_domain": [bool(v) for v in self.domain.in_domain(distances)],
                 "domain_distance": [float(d) for d in distances]}
-
 
     def score(self, paths: Sequence[str] | None = None, pillow_only: Sequence[bool] | None = None,
               images: Sequence | None = None, names: Sequence[str] | None = None, batch_size: int = 64,

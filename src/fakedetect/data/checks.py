@@ -33,9 +33,6 @@ MAX_FILE_BYTES = 512_000_000
 # With Pillow's decoded copy (at most MAX_PIXELS x 4 bytes a thread) this bounds the memory of the checks.
 CHECK_BYTES_IN_FLIGHT = 1 << 30
 
-# Animated GIF and WebP: only the first frame is used, decoded by Pillow. TensorFlow's GIF decoder reads every
-# frame and sizes its output to the largest one, which Pillow's size check of the first frame does not see.
-
 TF_REJECTED = "corrupt image: TensorFlow's decoder rejected it"
 
 
@@ -50,7 +47,9 @@ class ImageInfo:
     mode: str | None = None
     nbytes: int = 0
     sha1: str | None = None
-    animated: bool = False  # several frames: the first is used, decoded by Pillow
+    # An animated GIF or WebP: its first frame is used, decoded by Pillow. TensorFlow's GIF decoder reads every
+    # frame and sizes its output to the largest one, which Pillow's size check of the first frame does not see.
+    animated: bool = False
 
     @property
     def tf_decodable(self) -> bool:

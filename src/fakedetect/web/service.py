@@ -152,14 +152,11 @@ class Scorer:
         from fakedetect.data.pipeline import resize
 
         img = self.decode(c)
-        made = mild_variants()
-
-        def views(image):  # the mild variants, made from a copy at most VARIANT_MAX_SIDE px on its longer side
-            small = tf.constant(variant_source(image, self.run.image_size))
-            return {name: make(small) for name, make in made.items()}
-
+        # The mild variants, made outside the lock from a copy at most VARIANT_MAX_SIDE px on its longer side.
+        small = tf.constant(variant_source(img, self.run.image_size))
+        variants = {name: make(small) for name, make in mild_variants().items()}
         with self._lock:
-            s = self.run.score(images=[img], names=[c.filename], views=views)
+            s = self.run.score(images=[img], names=[c.filename], views=lambda _: variants)
         prob, t = float(s.prob_fake[0]), self.run.threshold
         scores = {name: float(v[0]) for name, v in s.views.items()}
         flips = [name for name, p in scores.items() if (p >= t) != (prob >= t)]
