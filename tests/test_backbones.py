@@ -78,7 +78,7 @@ def test_unfreeze_by_block_name():
         unfreeze(model, "block9")
 
 
-@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1"])
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
 def test_lite_imagenet_weights_recognise_a_cat(name):
     from skimage.data import chelsea
 

@@ -132,6 +132,34 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """The config as it trains, once final (after the command line's flags): the input size resolved
+    (:func:`resolve_image_size`) and a backbone trained whole from the start set up for it
+    (:func:`resolve_backbone`). What ``config.yaml`` then holds."""
+    return resolve_backbone(resolve_image_size(cfg))
+
+
+def resolve_backbone(cfg: TrainConfig) -> TrainConfig:
+    """A backbone trained whole (``npr``, ``npr-lite0``: ``train_all`` in the registry) has no frozen phase: its
+    epochs all fine-tune (``epochs_frozen`` added to ``epochs_finetune``), at ``lr_frozen``'s rate (the rate for new
+    layers), every layer from the stem on, BatchNormalization included; without ImageNet weights (``npr``),
+    ``imagenet`` means none. Each change is logged; other backbones come back unchanged."""
+    import logging
+
+    spec = BACKBONES[cfg.backbone]
+    if not spec.train_all:
+        return cfg
+    changes = {"epochs_frozen": 0, "epochs_finetune": cfg.epochs_frozen + cfg.epochs_finetune,
+               "lr_finetune": cfg.lr_frozen, "unfreeze": "stem", "train_batchnorm": True}
+    if not spec.pretrained and cfg.weights.lower() == "imagenet":
+        changes["weights"] = "none"
+    changes = {k: v for k, v in changes.items() if getattr(cfg, k) != v}
+    if changes:
+        logging.getLogger(__name__).info(
+            f"{cfg.backbone} trains whole from the start: " + ", ".join(f"{k} {v}" for k, v in changes.items()))
+    return dataclasses.replace(cfg, **changes)
+
+
 def resolve_image_size(cfg: TrainConfig) -> TrainConfig:
     """The config with its input size resolved: a null ``image_size`` becomes the backbone's native size (as
     timm's ``resolve_data_config`` does). The one place that default is applied, once the config is final (after

@@ -104,7 +104,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
     On several machines: the same command on each, with --workers (all of them, the chief first) and its own
     --task-index; only the chief (index 0) writes the run folder.
     """
-    from fakedetect.config import load_config, resolve_image_size
+    from fakedetect.config import load_config, resolve
     from fakedetect.data.archive import resolve_data
     from fakedetect.errors import DataError
     from fakedetect.training import preflight, resume_training
@@ -141,7 +141,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
                 raise
             raise DataError(f"{e} (the config's data paths are relative to the folder you run fakedetect from: "
                             f"{Path.cwd()})") from e
-    cfg = resolve_image_size(cfg)  # the config is final here (the flags applied): the size it trains at
+    cfg = resolve(cfg)  # the config is final here (the flags applied): the size it trains at
     echo(f"backbone {cfg.backbone} at {cfg.image_size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))
     tensorflow(verbose)

@@ -6,6 +6,7 @@ import keras
 
 from fakedetect.errors import ConfigError
 from fakedetect.models import BACKBONE_LAYER, DROPOUT_LAYER, OUTPUT_LAYER, POOL_LAYER
+from fakedetect.models import layers as _layers  # noqa: F401 - registers NPRResidual: load_model reads npr runs
 from fakedetect.models.registry import build_backbone
 
 

