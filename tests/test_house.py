@@ -14,7 +14,8 @@ PACKAGE = SRC / "fakedetect"
 
 # The layers of docs/ARCHITECTURE.md, lowest first: a module may import its own layer's modules and lower ones.
 LAYERS = [
-    ["fakedetect", "errors", "paths", "quiet", "progress", "runfolder", "atomic", "metrics", "domain", "plots"],
+    ["fakedetect", "errors", "paths", "quiet", "progress", "runfolder", "atomic", "metrics", "domain", "plots",
+     "framing"],
     ["models"],
     ["config", "card"],
     ["data"],

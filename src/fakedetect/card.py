@@ -29,6 +29,10 @@ class ModelCard:
     backbone: str = ""
     weights: str = ""
     image_size: int = 0
+    # The input mode (see fakedetect.framing): "resize", or "crop" with its scoring crops and combine rule.
+    input: str = "resize"
+    crops: int = 1
+    crop_combine: str = "mean"
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     positive_class: str = "fake"
     output: str = "probability of fake"

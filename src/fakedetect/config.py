@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from fakedetect.errors import ConfigError  # noqa: F401 - re-exported
+from fakedetect.framing import COMBINE_RULES, CROP_COUNTS, INPUT_MODES, Framing
 from fakedetect.models.registry import BACKBONES
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -44,6 +45,12 @@ class TrainConfig:
     backbone: str = "efficientnet-b4"
     weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
     image_size: int | None = None  # None: the backbone's native size (see resolve_image_size)
+    # How an image becomes the model's input (see framing.py): "resize" to image_size, or "crop": native-resolution
+    # image_size crops (one random crop in training; `crops` fixed ones in scoring, their logits combined by
+    # `crop_combine`). Crop mode turns the resampling augmentations (rotation, zoom) off.
+    input: str = "resize"
+    crops: int = 5  # 1 (centre), 5 (corners + centre) or 9 (3x3 grid)
+    crop_combine: str = "mean"  # "mean" or "max" of the crops' logits
     batch_size: int = 32
     epochs_frozen: int = 5
     epochs_finetune: int = 10
@@ -87,6 +94,11 @@ class TrainConfig:
     mixed_precision: bool = False  # float16 compute on GPUs
     class_weights: str = "auto"  # "auto": balanced weights when classes differ by more than 10%; or "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def framing(self) -> Framing:
+        """The input mode (needs a resolved image_size)."""
+        return Framing(self.image_size, self.input, self.crops if self.input == "crop" else 1, self.crop_combine)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -136,7 +148,18 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     """The config as it trains, once final (after the command line's flags): the input size resolved
     (:func:`resolve_image_size`) and a backbone trained whole from the start set up for it
     (:func:`resolve_backbone`). What ``config.yaml`` then holds."""
-    return resolve_backbone(resolve_image_size(cfg))
+    return resolve_input(resolve_backbone(resolve_image_size(cfg)))
+
+
+def resolve_input(cfg: TrainConfig) -> TrainConfig:
+    """Crop mode trains on crops that are never resampled: rotation and zoom are turned off (logged)."""
+    import logging
+
+    if cfg.input != "crop" or (cfg.augment.rotation == 0 and cfg.augment.zoom == 0):
+        return cfg
+    logging.getLogger(__name__).info(f"input: crop keeps every pixel as it is: augment.rotation "
+                                     f"{cfg.augment.rotation} and augment.zoom {cfg.augment.zoom} turned off")
+    return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, rotation=0.0, zoom=0.0))
 
 
 def resolve_backbone(cfg: TrainConfig) -> TrainConfig:
@@ -256,6 +279,11 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision", "train_batchnorm"):
         _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
+    _check(cfg.input in INPUT_MODES, "input", cfg.input, "one of " + ", ".join(INPUT_MODES))
+    _check(cfg.crops in CROP_COUNTS, "crops", cfg.crops, "1 (centre), 5 (corners + centre) or 9 (3x3 grid)")
+    _check(cfg.crop_combine in COMBINE_RULES, "crop_combine", cfg.crop_combine, "one of " + ", ".join(COMBINE_RULES))
+    _check(cfg.input != "crop" or not cfg.finetune_sizes, "finetune_sizes", cfg.finetune_sizes,
+           "null with input: crop (progressive resizing resizes; crops keep the native resolution)")
     _validate_schedule(cfg)
     _validate_augment(cfg.augment)
     _validate_data(cfg.data)

@@ -5,6 +5,11 @@ run's temperature scaling, sigmoid(logit(p) / T) with p clipped to [1e-7, 1 - 1e
 ``fakedetect.metrics``, is part of the exported graph, so the output is what `fakedetect predict` reports for
 the same pixels. The decision threshold is written beside the export in a JSON sidecar (the model card):
 label = fake when output >= threshold.
+
+A crop-mode run exports its per-crop graph: an image's K crops go in as a batch, and the sidecar's
+``export_crop_rule`` says how their outputs combine (mean or max of the logits, then the sigmoid). Temperature
+scaling divides every logit by the same T, so combining the calibrated crops' logits gives the calibrated score
+of the image: the rule needs nothing else.
 """
 
 from __future__ import annotations
@@ -43,6 +48,16 @@ def calibrated_fn(model, temperature: float, image_size: int):
         return tf.identity(tf.sigmoid(z * inv_t), name="prob_fake")
 
     return serve
+
+
+def crop_rule(fr) -> str:
+    """How an export of a crop-mode run scores one image (see the module's docstring)."""
+    where = {1: "its centre", 5: "its four corners (top-left, top-right, bottom-left, bottom-right) then its centre",
+             9: "a 3x3 grid, row by row (offsets 0, (side - S) // 2 and side - S)"}[fr.crops]
+    return (f"cut {fr.crops} crops of S x S px (S = image_size) at the image's own resolution, at {where}, after "
+            f"mirroring a side shorter than S out to S (reflected, centred); score them as one batch; the image's "
+            f"calibrated P(fake) is sigmoid({fr.combine} over the crops of log(p / (1 - p))), p clipped to "
+            "[1e-7, 1 - 1e-7]; label = fake when it is >= threshold")
 
 
 def _check_onnx() -> None:
@@ -94,7 +109,9 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, overwrite: bool = Fal
                 tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=ONNX_OPSET,
                                               output_path=str(t))
     write_json(sidecar_path(out), {**run.card.public_dict(), "export_format": fmt,
-                           "export_input": "float32 N x S x S x 3, raw RGB 0..255 (S = image_size)",
+                           "export_input": "float32 N x S x S x 3, raw RGB 0..255 (S = image_size)"
+                           + (": an image's crops (see export_crop_rule)" if run.framing.cropped else ""),
+                           **({"export_crop_rule": crop_rule(run.framing)} if run.framing.cropped else {}),
                            "export_output": OUTPUT_NOTE,
                            "export_calibrated": True,
                            "threshold": run.threshold,

@@ -10,6 +10,9 @@ The contract of the one scoring call, :meth:`Run.score`:
 - output: :class:`Scores`, the columns ``predict`` writes, one row per scored input in input order, with the
   inputs that could not be decoded listed in ``skipped``. The run's temperature and threshold are applied here
   and nowhere else; the domain check measures the image itself, never a view.
+- the run's input mode (:class:`fakedetect.framing.Framing`, from its card) applies to the image and to every
+  view alike: resized, or K native-resolution crops whose logits combine into the image's score (each crop's
+  calibrated P(fake) in ``Scores.crops``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from fakedetect.card import ModelCard
 from fakedetect.data.checks import TF_REJECTED
 from fakedetect.domain import DomainModel
 from fakedetect.errors import RunError
+from fakedetect.framing import Framing, framing
 from fakedetect.metrics import EPS, apply_temperature
 from fakedetect.models import OUTPUT_LAYER, POOL_LAYER
 from fakedetect.progress import Progress
@@ -46,6 +50,7 @@ class Scores:
     kept: np.ndarray  # the input positions of these rows (an input that could not be decoded has none)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason) of the others
     views: dict[str, np.ndarray] = field(default_factory=dict)  # view name -> P(fake) per row (calibrated)
+    crops: np.ndarray | None = None  # crop mode: rows x K, each crop's calibrated P(fake) (None: resize mode)
 
     @property
     def prob_real(self) -> np.ndarray:
@@ -70,6 +75,12 @@ class Run:
     @property
     def image_size(self) -> int:
         return self.card.image_size
+
+    @property
+    def framing(self) -> Framing:
+        """How an image becomes this model's input (resized, or native-resolution crops)."""
+        c = self.card
+        return Framing(c.image_size, c.input, c.crops, c.crop_combine)
 
     @property
     def threshold(self) -> float:
@@ -99,12 +110,12 @@ class Run:
             raise ValueError("Run.score takes paths or images, not both")
         if paths is not None:
             names = [str(p) for p in paths]
-            raw, dist = score_files(self.model, names, self.image_size, batch_size, pillow_only, perturb,
-                                    domain=self.domain, tta=tta)
+            raw, dist, crops = score_files(self.model, names, self.framing, batch_size, pillow_only, perturb,
+                                           domain=self.domain, tta=tta, with_crops=True)
             view_raw: dict[str, np.ndarray] = {}
         else:
             names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-            raw, dist, view_raw = score_images(self.model, images, self.image_size, self.domain, views, tta)
+            raw, dist, view_raw, crops = score_images(self.model, images, self.framing, self.domain, views, tta)
         kept = np.flatnonzero(~np.isnan(raw))
         raw, dist = raw[kept], dist[kept] if dist is not None else None
         prob = self.calibrate(raw)
@@ -113,7 +124,8 @@ class Run:
             label=["fake" if p >= self.threshold else "real" for p in prob],
             **self.domain_fields(dist, len(prob)), kept=kept,
             skipped=[(names[i], DECODE_FAILED) for i in np.setdiff1d(np.arange(len(names)), kept)],
-            views={k: self.calibrate(v[kept]) for k, v in view_raw.items()})
+            views={k: self.calibrate(v[kept]) for k, v in view_raw.items()},
+            crops=self.calibrate(crops[kept]) if self.framing.cropped else None)
 
 
 def check_run_dir(run_dir: str | Path) -> ModelCard:
@@ -149,9 +161,10 @@ def load_run(run_dir: str | Path) -> Run:
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def scoring_function(model, tta: bool = False):
-    """The model's inference as a tf.function made once per model, giving (P(fake), features): eager calls cost
-    ~40% of the throughput on small images, and a new tf.function per call would trace again every time.
+def scoring_function(model, tta: bool = False, fr: Framing | None = None):
+    """The model's inference as a tf.function made once per model and input mode, giving (P(fake), features,
+    per-view P(fake)): eager calls cost ~40% of the throughput on small images, and a new tf.function per call
+    would trace again every time.
 
     The features, from the same forward pass, are a list: the spatial mean of each backbone layer of
     :func:`~fakedetect.models.classifier.feature_taps` (the domain check's depths), the last one being the pooled
@@ -160,14 +173,20 @@ def scoring_function(model, tta: bool = False):
     Args:
         tta: test-time augmentation: P(fake) from the mean logit of the image and its mirror image (two forward
             passes); the features stay those of the image as given.
+        fr: a cropping :class:`Framing` takes batches of B x K x S x S x 3 crops: each crop is scored (with its
+            mirror under ``tta``), the image's P(fake) is the sigmoid of the crops' combined logits (mean or max)
+            and its features the mean of the crops' features; the per-view P(fake) is then B x K (each crop's),
+            otherwise B x 1.
     """
     import keras
     import tensorflow as tf
 
     from fakedetect.models.classifier import feature_taps, get_backbone
 
+    k = fr.crops if fr is not None and fr.cropped else 0
+    rule = fr.combine if k else ""
     fns = _COMPILED.setdefault(model, {})
-    if tta not in fns:
+    if (tta, k, rule) not in fns:
         base = get_backbone(model)
         taps = keras.Model(base.input, [base.get_layer(n).output for n in feature_taps(model)])
         pool, head = model.get_layer(POOL_LAYER), model.get_layer(OUTPUT_LAYER)  # dropout: nothing at inference
@@ -178,14 +197,23 @@ def scoring_function(model, tta: bool = False):
             return head(pooled), [tf.reduce_mean(m, axis=[1, 2]) for m in maps[:-1]] + [pooled]
 
         def score(x):
+            if k:
+                b = tf.shape(x)[0]
+                x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
             p, feats = forward(x)
+            feats = [tf.cast(f, tf.float32) for f in feats]
             if tta:
                 mirrored = head(pool(taps(tf.reverse(x, axis=[2]), training=False)[-1]))
                 p = tf.sigmoid((tf_logit(p) + tf_logit(mirrored)) / 2)
-            return p, [tf.cast(f, tf.float32) for f in feats]
+            if not k:
+                return p, feats, p
+            logits = tf.reshape(tf_logit(p), [b, k])
+            combined = tf.reduce_max(logits, axis=1) if rule == "max" else tf.reduce_mean(logits, axis=1)
+            feats = [tf.reduce_mean(tf.reshape(f, [b, k, -1]), axis=1) for f in feats]
+            return tf.sigmoid(combined)[:, None], feats, tf.sigmoid(logits)
 
-        fns[tta] = tf.function(score, reduce_retracing=True)
-    return fns[tta]
+        fns[(tta, k, rule)] = tf.function(score, reduce_retracing=True)
+    return fns[(tta, k, rule)]
 
 
 def tf_logit(p):
@@ -201,62 +229,80 @@ def tf_logit(p):
 DECODE_FAILED = TF_REJECTED  # a file that passed the checks and still failed to decode in the pipeline
 
 
-def predict_raw(model, paths: list[str], image_size: int, batch_size: int = 32,
+def predict_raw(model, paths: list[str], image_size: int | Framing, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
                 tta: bool = False) -> np.ndarray:
     """Uncalibrated P(fake) for checked image files, batched through tf.data, in input order.
     A file that cannot be decoded after all gets NaN (see :data:`DECODE_FAILED`); callers list it as skipped.
 
     Args:
-        perturb: optional function on each decoded uint8 image (robustness tests), before resizing.
+        perturb: optional function on each decoded uint8 image (robustness tests), before framing.
     """
     return score_files(model, paths, image_size, batch_size, pillow_only, perturb, tta=tta)[0]
 
 
-def score_files(model, paths: list[str], image_size: int, batch_size: int = 32,
+def score_files(model, paths: list[str], image_size: int | Framing, batch_size: int = 32,
                 pillow_only: list[bool] | None = None, perturb: Callable | None = None,
-                domain: DomainModel | None = None, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """(uncalibrated P(fake), domain distance or None) per file, from one forward pass; see :func:`predict_raw`."""
+                domain: DomainModel | None = None, tta: bool = False, with_crops: bool = False) -> tuple:
+    """(uncalibrated P(fake), domain distance or None) per file, from one forward pass; see :func:`predict_raw`.
+    ``with_crops`` adds each view's uncalibrated P(fake) (files x K; x 1 in resize mode)."""
     from fakedetect.data.pipeline import build_dataset
 
+    fr = framing(image_size)
     out = np.full(len(paths), np.nan, dtype=np.float64)
     dist = np.full(len(paths), np.nan, dtype=np.float64) if domain is not None else None
-    if not paths:
-        return out, dist
-    ds = build_dataset(paths, None, image_size, batch_size, pillow_only=pillow_only, perturb=perturb)
-    fn = scoring_function(model, tta)
-    with Progress("scored images", len(paths), log) as progress:
-        for idx, batch in ds:
-            i = idx.numpy()
-            p, feats = fn(batch)
-            out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
-            if domain is not None:
-                dist[i] = domain.distance([np.asarray(f) for f in feats])
-            progress.update(int(i[-1]) + 1)
-    return out, dist
+    crops = np.full((len(paths), fr.views), np.nan, dtype=np.float64)
+    if paths:
+        ds = build_dataset(paths, None, fr, batch_size, pillow_only=pillow_only, perturb=perturb)
+        fn = scoring_function(model, tta, fr)
+        with Progress("scored images", len(paths), log) as progress:
+            for idx, batch in ds:
+                i = idx.numpy()
+                p, feats, per_view = fn(batch)
+                out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
+                crops[i] = np.asarray(per_view, dtype=np.float64).reshape(len(i), -1)
+                if domain is not None:
+                    dist[i] = domain.distance([np.asarray(f) for f in feats])
+                progress.update(int(i[-1]) + 1)
+    return (out, dist, crops) if with_crops else (out, dist)
 
 
-def score_images(model, images: Sequence, image_size: int, domain: DomainModel | None = None,
-                 views: Callable | None = None, tta: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
-    """(uncalibrated P(fake), domain distance or None, {view: uncalibrated P(fake)}) of decoded uint8 images,
-    one forward pass per image with its views (``views(image)`` -> {name: uint8 image})."""
+def framed(img, fr: Framing):
+    """A decoded image framed for the model (see :func:`fakedetect.data.pipeline.frame`); in crop mode, a stack of
+    K crops (K x S x S x 3) is taken as framed already."""
     import tensorflow as tf
 
-    from fakedetect.data.pipeline import resize
+    from fakedetect.data.pipeline import frame
 
-    fn = scoring_function(model, tta)
+    img = tf.convert_to_tensor(img)
+    if fr.cropped and img.shape.rank == 4:
+        return tf.cast(img, tf.float32)
+    return frame(img, fr)
+
+
+def score_images(model, images: Sequence, image_size: int | Framing, domain: DomainModel | None = None,
+                 views: Callable | None = None, tta: bool = False) -> tuple:
+    """(uncalibrated P(fake), domain distance or None, {view: uncalibrated P(fake)}, each crop's uncalibrated
+    P(fake): images x K, x 1 in resize mode) of decoded uint8 images, one forward pass per image with its views
+    (``views(image)`` -> {name: uint8 image}), each framed as the image is (in crop mode a view may come framed
+    already, K x S x S x 3: variants made per crop)."""
+    import tensorflow as tf
+
+    fr = framing(image_size)
+    fn = scoring_function(model, tta, fr)
     raw = np.full(len(images), np.nan)
     dist = np.full(len(images), np.nan) if domain is not None else None
+    crops = np.full((len(images), fr.views), np.nan)
     view_raw: dict[str, np.ndarray] = {}
     for i, img in enumerate(images):
         extra = views(img) if views is not None else {}
-        batch = tf.stack([resize(v, image_size) for v in [img, *extra.values()]])
-        p, feats = fn(batch)
+        batch = tf.stack([framed(v, fr) for v in [img, *extra.values()]])
+        p, feats, per_view = fn(batch)
         p = np.asarray(p, dtype=np.float64).reshape(-1)
         raw[i] = p[0]
+        crops[i] = np.asarray(per_view, dtype=np.float64)[0].reshape(-1)
         for k, (name, _) in enumerate(extra.items()):
             view_raw.setdefault(name, np.full(len(images), np.nan))[i] = p[k + 1]
         if domain is not None:
             dist[i] = domain.distance([np.asarray(f)[:1] for f in feats])[0]
-    return raw, dist, view_raw
+    return raw, dist, view_raw, crops

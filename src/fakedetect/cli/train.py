@@ -23,6 +23,7 @@ from fakedetect.cli.main import (
 )
 from fakedetect.cli.serve import check_port, serve
 from fakedetect.config import DEMO_PER_CLASS, SCHEDULES, STRATEGIES, presets
+from fakedetect.framing import COMBINE_RULES, CROP_COUNTS, INPUT_MODES
 from fakedetect.models.registry import BACKBONES
 
 
@@ -55,6 +56,13 @@ def _default(name: str, unit: str = "") -> str:
               + _default("weights"))
 @click.option("--image-size", type=click.IntRange(32, 1024),
               help="Square input size in px (default: the config's, else the backbone's native size).")
+@click.option("--input", "input", type=click.Choice(INPUT_MODES),
+              help="resize: every image resized to the input size; crop: native-resolution crops of that size "
+                   "(random in training, fixed ones combined in scoring) " + _default("input"))
+@click.option("--crops", type=click.Choice([str(k) for k in CROP_COUNTS]), callback=lambda c, p, v: v and int(v),
+              help="Crop mode: crops scored per image (1 centre, 5 corners + centre, 9 grid) " + _default("crops"))
+@click.option("--crop-combine", type=click.Choice(COMBINE_RULES),
+              help="Crop mode: mean of the crops' logits, or max (any region generated) " + _default("crop_combine"))
 @click.option("--epochs-frozen", type=NON_NEGATIVE, help="Epochs with the backbone frozen " + _default("epochs_frozen"))
 @click.option("--epochs-finetune", type=NON_NEGATIVE,
               help="Epochs with the top layers unfrozen " + _default("epochs_finetune"))
@@ -142,7 +150,7 @@ def train(data, resume, config_path, out, overwrite, verbose, cluster, task_inde
             raise DataError(f"{e} (the config's data paths are relative to the folder you run fakedetect from: "
                             f"{Path.cwd()})") from e
     cfg = resolve(cfg)  # the config is final here (the flags applied): the size it trains at
-    echo(f"backbone {cfg.backbone} at {cfg.image_size} px ({cfg.weights} weights), batch {cfg.batch_size}, "
+    echo(f"backbone {cfg.backbone}, input {cfg.framing.describe()} ({cfg.weights} weights), batch {cfg.batch_size}, "
           f"epochs {cfg.epochs_frozen}+{cfg.epochs_finetune}" + (f", recipe {config_path}" if config_path else ""))
     tensorflow(verbose)
     run_training(data[0] if data and len(data) == 1 else data, cfg, out, overwrite=overwrite)

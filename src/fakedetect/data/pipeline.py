@@ -1,4 +1,5 @@
-"""tf.data input pipelines: decode, (degrade), resize, batch, (augment), prefetch.
+"""tf.data input pipelines: decode, (degrade), frame (resize, or native-resolution crops), batch, (augment),
+prefetch.
 
 Images are decoded by content with TensorFlow's decoders; the rare file TensorFlow cannot decode (BMP, TIFF,
 CMYK JPEG) or should not (an animated GIF or WebP: TensorFlow decodes every frame, Pillow only the first),
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 from fakedetect.config import AugmentConfig
 from fakedetect.data.checks import open_image
+from fakedetect.framing import Framing, crop_offsets, framing
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -48,6 +50,41 @@ def resize(img: tf.Tensor, size: int) -> tf.Tensor:
     """Square resize to the model's input (float32, 0..255). The same function serves training and inference."""
     img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
     return tf.clip_by_value(img, 0.0, 255.0)
+
+
+def mirror_pad(img: tf.Tensor, size: int) -> tf.Tensor:
+    """An HxWx3 image mirrored out to at least ``size`` in each side (centred; see
+    :func:`fakedetect.framing.mirror_index`): no pixel is interpolated. Larger sides are left as they are."""
+    def index(n, m):  # framing.mirror_index in TensorFlow ops
+        j = tf.math.floormod(tf.range(m) - (m - n) // 2, 2 * n)
+        return tf.where(j >= n, 2 * n - 1 - j, j)
+
+    def pad():
+        h, w = tf.shape(img)[0], tf.shape(img)[1]
+        x = tf.gather(img, index(h, tf.maximum(h, size)), axis=0)
+        return tf.gather(x, index(w, tf.maximum(w, size)), axis=1)
+
+    small = tf.reduce_any(tf.shape(img)[:2] < size)
+    return tf.ensure_shape(tf.cond(small, pad, lambda: img), [None, None, 3])
+
+
+def scoring_crops(img: tf.Tensor, fr: Framing) -> tf.Tensor:
+    """The K fixed crops of an image (``fr.crops`` x S x S x 3, float32 0..255), at its native resolution."""
+    img = mirror_pad(img, fr.size)
+    h, w, s = tf.shape(img)[0], tf.shape(img)[1], fr.size
+    crops = tf.stack([img[t:t + s, u:u + s] for t, u in crop_offsets(h, w, s, fr.crops)])
+    return tf.ensure_shape(tf.cast(crops, tf.float32), [fr.crops, s, s, 3])
+
+
+def random_crop(img: tf.Tensor, size: int) -> tf.Tensor:
+    """One random S x S crop at native resolution (float32 0..255): crop mode's training input."""
+    crop = tf.image.random_crop(mirror_pad(img, size), [size, size, 3])
+    return tf.cast(crop, tf.float32)
+
+
+def frame(img: tf.Tensor, fr: Framing) -> tf.Tensor:
+    """A decoded image as the model scores it: resized (S x S x 3), or its K crops (K x S x S x 3)."""
+    return scoring_crops(img, fr) if fr.cropped else resize(img, fr.size)
 
 
 def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, max_sigma: float) -> tf.Tensor:
@@ -85,23 +122,24 @@ def degrade(img: tf.Tensor, aug: AugmentConfig) -> tf.Tensor:
     return img
 
 
-def build_augmenter(aug: AugmentConfig, seed: int):
-    """Geometric and photometric batch augmentation (Keras preprocessing layers, run inside tf.data)."""
+def build_augmenter(aug: AugmentConfig, seed: int, resample: bool = True):
+    """Geometric and photometric batch augmentation (Keras preprocessing layers, run inside tf.data).
+    ``resample`` False leaves out what interpolates pixels (rotation, zoom): crop mode."""
     import keras
 
     layers = []
     if aug.flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation > 0:
+    if aug.rotation > 0 and resample:
         layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
-    if aug.zoom > 0:
+    if aug.zoom > 0 and resample:
         layers.append(keras.layers.RandomZoom(aug.zoom, fill_mode="reflect", seed=seed + 2))
     if aug.contrast > 0:
         layers.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 3))
     return keras.Sequential(layers, name="augment") if layers else None
 
 
-def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, batch_size: int,
+def build_dataset(paths: list[str], labels: list[int] | None, image_size: int | Framing, batch_size: int,
                   pillow_only: list[bool] | None = None, perturb=None) -> tf.data.Dataset:
     """Batches of (index, images[, labels]) in file order, for scoring (training streams: :func:`build_stream`).
 
@@ -112,11 +150,13 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
     Args:
         paths: image files, already checked (see :func:`fakedetect.data.to_split`).
         labels: 0 (real) / 1 (fake) per path, or None.
-        image_size: square input size of the model.
+        image_size: square input size of the model (resized images), or its :class:`Framing` (crop mode: each
+            element holds the image's K crops, K x S x S x 3).
         batch_size: images per batch.
         pillow_only: per path, True when TensorFlow cannot decode it (decoded by Pillow instead).
-        perturb: optional function applied to every decoded uint8 image before resizing (robustness tests).
+        perturb: optional function applied to every decoded uint8 image before framing (robustness tests).
     """
+    fr = framing(image_size)
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
     extra = () if labels is None else (tf.constant(labels, tf.float32),)
     ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string),
@@ -126,7 +166,7 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int, b
         img = decode_image(path, flag)
         if perturb is not None:
             img = perturb(img)
-        return (index, resize(img, image_size), *label)
+        return (index, frame(img, fr), *label)
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE).ignore_errors()
     return ds.batch(batch_size).prefetch(AUTOTUNE)
@@ -167,7 +207,7 @@ def mixup_batch(x: tf.Tensor, y: tf.Tensor, alpha: float, seed: tf.Tensor) -> tu
     return lx * x + (1 - lx) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)
 
 
-def build_stream(paths: list[str], labels: list[int], image_size: int, batch_size: int,
+def build_stream(paths: list[str], labels: list[int], image_size: int | Framing, batch_size: int,
                  augment: AugmentConfig | None, seed: int, pillow_only: list[bool] | None = None,
                  shard: tuple[int, int] = (1, 0), cache: bool = False, sources: list[int] | None = None,
                  mix: list[float] | None = None, mixup: float = 0.0) -> tf.data.Dataset:
@@ -181,11 +221,16 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     With ``cache`` (one pipeline only: the images fit in memory) the files are decoded once and kept; later
     epochs only shuffle, augment and resize them.
 
+    In crop mode (``image_size`` a cropping :class:`Framing`), each image gives one random S x S crop at its own
+    resolution instead of being resized, and the augmentations that resample (rotation, zoom) are left out:
+    no pixel of a crop is interpolated (flip, contrast, JPEG and blur still apply).
+
     With several sources (``sources``, ``mix``): drawn by share, before sharding (see :func:`mix_streams`).
     With ``mixup`` (an alpha > 0), each batch is mixed with itself after augmentation (:func:`mixup_batch`): the
     labels become fractions. The mixing seeds are sharded like the files, so pipeline ``i`` of ``n`` mixes its
     batches as the ``i``-th replica of one machine would; partners come from the same per-replica batch.
     """
+    fr = framing(image_size)
     n_shards, index = shard
     if cache and n_shards != 1:
         raise ValueError("cached decoding is for a single input pipeline")
@@ -210,10 +255,10 @@ def build_stream(paths: list[str], labels: list[int], image_size: int, batch_siz
     def load(img, y):
         if augment is not None:
             img = degrade(img, augment)
-        return resize(img, image_size), y
+        return (random_crop(img, fr.size) if fr.cropped else resize(img, fr.size)), y
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
-    augmenter = build_augmenter(augment, seed) if augment is not None else None
+    augmenter = build_augmenter(augment, seed, resample=not fr.cropped) if augment is not None else None
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
     if mixup:

@@ -19,6 +19,7 @@ from fakedetect.card import ModelCard
 from fakedetect.config import TrainConfig, load_config
 from fakedetect.data.splits import Split
 from fakedetect.domain import MAX_FIT_IMAGES, METHOD, QUANTILE, fit_domain
+from fakedetect.framing import Framing
 from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
 from fakedetect.run import load_run
 from fakedetect.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, CURVES_FILE, DOMAIN_FILE, MODEL_FILE, STATE_FILE
@@ -48,7 +49,7 @@ def finish_run(s: Setup, rows: list[dict], model) -> TrainResult:
     from fakedetect.plots import plot_training_curves
 
     run_dir, cfg, strategy, train_split, val_split, summary = s.run_dir, s.cfg, s.strategy, s.train, s.val, s.summary
-    size = cfg.image_size
+    size = cfg.framing  # scored as predict scores: resized, or crops combined
 
     if not (run_dir / MODEL_FILE).exists():
         # No finite validation loss was ever seen: keep the last model rather than nothing.
@@ -73,7 +74,7 @@ def finish_run(s: Setup, rows: list[dict], model) -> TrainResult:
     seconds = time.perf_counter() - s.t_start
     card = ModelCard(
         created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        backbone=cfg.backbone, weights=cfg.weights, image_size=size, threshold=threshold,
+        backbone=cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, **size.to_dict(), threshold=threshold,
         threshold_rule=_threshold_rule(cfg, calibration), calibration=calibration,
         strategy={"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": replicas(strategy),
                   "workers": num_workers(strategy), "global_batch_size": s.global_batch},
@@ -152,8 +153,8 @@ def _domain_sample(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:MAX_FIT_IMAGES])
 
 
-def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], size: int, cfg: TrainConfig,
-                     run_dir: Path, summary: DataSummary) -> dict:
+def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], size: int | Framing,
+                     cfg: TrainConfig, run_dir: Path, summary: DataSummary) -> dict:
     """Fits the density of the training images' features (see :mod:`fakedetect.domain`) with the threshold from
     the validation images' features, writes domain.npz and returns the model card's description of the domain."""
     from fakedetect.models.classifier import feature_taps
@@ -197,8 +198,8 @@ def refit_domain(run_dir: str | Path) -> dict:
     state = read_state(Path(run_dir))
     train_split, val_split, summary = prepare_data(state.get("data_root") or run.card.data["data_root"], cfg)
     _, val_feats, _ = score_split(run.model, val_split.take(_domain_sample(len(val_split), cfg.seed)),
-                                  run.image_size, cfg.batch_size, "features of validation images (domain)")
-    domain = fit_domain_model(run.model, train_split, val_feats, run.image_size, cfg, Path(run_dir), summary)
+                                  run.framing, cfg.batch_size, "features of validation images (domain)")
+    domain = fit_domain_model(run.model, train_split, val_feats, run.framing, cfg, Path(run_dir), summary)
     run.card.domain = domain
     run.card.write(run_dir)
     return domain

@@ -14,6 +14,7 @@ from fakedetect.data.archive import set_name
 from fakedetect.data.layout import choose_split, discover, unique_names
 from fakedetect.data.splits import Split, carve_validation, subsample, to_split
 from fakedetect.errors import DataError
+from fakedetect.framing import Framing
 from fakedetect.training.cluster import num_workers
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def shard_of(split: Split, n_workers: int, index: int) -> Split:
     return split if n_workers == 1 else split.take(range(index, len(split), n_workers))
 
 
-def image_stream(strategy, split: Split, image_size: int, global_batch: int, cfg: TrainConfig, seed: int,
+def image_stream(strategy, split: Split, image_size: int | Framing, global_batch: int, cfg: TrainConfig, seed: int,
                  mix: list[float] | None = None):
     """The distributed, endless training stream of images: each input pipeline reads its shard of the files;
     several sources are drawn in the shares ``mix``."""
@@ -186,7 +187,7 @@ def feature_stream(strategy, features: np.ndarray, labels: np.ndarray, global_ba
     return strategy.distribute_datasets_from_function(fn)
 
 
-def eval_batches(split: Split, image_size: int, batch_size: int):
+def eval_batches(split: Split, image_size: int | Framing, batch_size: int):
     """(index, images, labels) batches of a split, in order, for a local forward pass."""
     from fakedetect.data.pipeline import build_dataset
 

@@ -33,17 +33,17 @@ def frozen_phase(s: Setup, loop: Loop) -> Phase:
     """Phase 1: the head on a frozen backbone, trained on features computed once (each worker: its shard)."""
     import keras
 
-    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, s.cfg.image_size
+    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, s.cfg.framing
     (steps, warmup), rate = steps_per_epoch(s), cfg.lr_frozen * s.lr_scale
     start = int(s.state.get("phase_epoch", 0))
     log.info(f"phase 1: backbone frozen, {cfg.epochs_frozen} epoch(s), lr {rate:g}"
              + (f" (resuming after epoch {start})" if s.resume and start else ""))
     if not cfg.cache_features:
         return Phase("frozen", model,
-                     lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg, cfg.seed + seed,
+                     lambda seed, n: image_stream(strategy, s.train, size, loop.global_batch, cfg, cfg.seed + seed,
                                                   s.mix)[0],
                      validator(model, val_shard(s), size, cfg.batch_size, n_sources=s.n_sources),
-                     cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
+                     cfg.epochs_frozen, rate, steps, warmup, [size.size] * cfg.epochs_frozen)
     if cfg.mixup:
         log.info("  mixup applies to the fine-tuning images, not to the frozen phase's cached features")
     t0 = time.perf_counter()
@@ -60,14 +60,15 @@ def frozen_phase(s: Setup, loop: Loop) -> Phase:
                                                 src_train, s.mix),
                  validator(head, None, size, cfg.batch_size, features=(f_val, y_val, src_val),
                            n_sources=s.n_sources),
-                 cfg.epochs_frozen, rate, steps, warmup, [size] * cfg.epochs_frozen)
+                 cfg.epochs_frozen, rate, steps, warmup, [size.size] * cfg.epochs_frozen)
 
 
 def finetune_phase(s: Setup, loop: Loop) -> Phase:
     """Phase 2: the top of the backbone and the head, on augmented images (optionally growing in size)."""
     from fakedetect.models.classifier import any_size_view, unfreeze
 
-    cfg, strategy, model, size = s.cfg, s.strategy, loop.model, s.cfg.image_size
+    cfg, strategy, model, fr = s.cfg, s.strategy, loop.model, s.cfg.framing
+    size = fr.size
     (steps, warmup), rate = steps_per_epoch(s), cfg.lr_finetune * s.lr_scale
     sizes = epoch_sizes(size, cfg.epochs_finetune, cfg.finetune_sizes)
     with strategy.scope():
@@ -82,7 +83,7 @@ def finetune_phase(s: Setup, loop: Loop) -> Phase:
              + (f", {cfg.schedule} schedule" if cfg.schedule != "plateau" else "")
              + (f" (resuming after epoch {loop.epochs_done})" if s.resume and start else ""))
     return Phase("finetune", trained,
-                 lambda seed, n: image_stream(strategy, s.train, n, loop.global_batch, cfg,
+                 lambda seed, n: image_stream(strategy, s.train, fr if n == size else n, loop.global_batch, cfg,
                                               cfg.seed + 1000 + seed, s.mix)[0],
-                 validator(model, val_shard(s), size, cfg.batch_size, n_sources=s.n_sources),
+                 validator(model, val_shard(s), fr, cfg.batch_size, n_sources=s.n_sources),
                  cfg.epochs_finetune, rate, steps, warmup, sizes)

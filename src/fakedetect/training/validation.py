@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from fakedetect.data.splits import Split
+from fakedetect.framing import Framing, framing
 from fakedetect.models import POOL_LAYER
 from fakedetect.progress import Progress
 from fakedetect.run import scoring_function
@@ -17,7 +18,7 @@ from fakedetect.training.sums import binary_sums
 log = logging.getLogger(__name__)
 
 
-def features(model, split: Split, size: int, batch_size: int,
+def features(model, split: Split, size: int | Framing, batch_size: int,
              what: str = "images") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backbone features (after pooling) of un-augmented images, their labels and their sources; undecodable
     files left out."""
@@ -29,21 +30,22 @@ def features(model, split: Split, size: int, batch_size: int,
     return feats[0], np.asarray(split.labels, np.float32)[pos], sources
 
 
-def score_split(model, split: Split, size: int, batch_size: int, what: str = "scored images",
+def score_split(model, split: Split, size: int | Framing, batch_size: int, what: str = "scored images",
                 keep: np.ndarray | None = None, last_only: bool = False
                 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """One forward pass over un-augmented images: (uncalibrated P(fake) of each image, NaN for a file that could
     not be decoded; the features at every depth (see :func:`fakedetect.run.scoring_function`; with
     ``last_only``, the pooled features only) of the images at positions ``keep`` (all when None) that decoded;
-    those positions). ``what`` names the work in progress messages."""
-    fn = scoring_function(model)
+    those positions). ``what`` names the work in progress messages. In crop mode (``size`` a cropping
+    :class:`Framing`) an image's score combines its crops' and its features are their mean."""
+    fn = scoring_function(model, fr=framing(size))
     p = np.full(len(split), np.nan)
     wanted = np.ones(len(split), bool) if keep is None else np.isin(np.arange(len(split)), keep)
     positions, feats = [], []
     with Progress(what, len(split), log) as progress:
         for i, x, _ in eval_batches(split, size, batch_size):
             i = i.numpy()
-            prob, depths = fn(x)
+            prob, depths, _ = fn(x)
             p[i] = np.asarray(prob, np.float64).reshape(-1)
             sel = wanted[i]
             if sel.any():
@@ -55,13 +57,28 @@ def score_split(model, split: Split, size: int, batch_size: int, what: str = "sc
     return p, [np.concatenate(f) for f in zip(*feats, strict=True)], np.concatenate(positions)
 
 
-def validator(model, split: Split | None, size: int, batch_size: int, features=None, n_sources: int = 1):
+def validator(model, split: Split | None, size: int | Framing, batch_size: int, features=None,
+              n_sources: int = 1):
     """A function giving this worker's validation sums (see :func:`binary_sums`), from a local forward pass
     over its share of the validation images (or ``features``: (features, labels, sources)); its compiled model
-    call is made once. With several sources, the sums of every source follow those of all images."""
+    call is made once. With several sources, the sums of every source follow those of all images. In crop mode
+    an image's P(fake) combines its crops' logits, as scoring does."""
     import tensorflow as tf
 
-    fn = tf.function(lambda x: tf.reshape(model(x, training=False), [-1]), reduce_retracing=True)
+    from fakedetect.run import tf_logit
+
+    fr = framing(size)
+
+    def call(x):
+        if features is not None or not fr.cropped:
+            return tf.reshape(model(x, training=False), [-1])
+        b = tf.shape(x)[0]
+        p = model(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)), training=False)
+        logits = tf.reshape(tf_logit(p), [b, fr.crops])
+        combined = tf.reduce_max(logits, axis=1) if fr.combine == "max" else tf.reduce_mean(logits, axis=1)
+        return tf.sigmoid(combined)
+
+    fn = tf.function(call, reduce_retracing=True)
 
     def validate() -> np.ndarray:
         ys, ps, ss = [], [], []

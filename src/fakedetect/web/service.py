@@ -42,6 +42,21 @@ def variant_source(img, image_size: int):
     return np.asarray(im)
 
 
+def crop_boxes(h: int, w: int, fr) -> list[dict]:
+    """Where each scoring crop of an h x w image lies in it (top, left, height, width in the image's pixels): a
+    crop of an image smaller than S in a side covers the whole side (the rest of the crop is its mirror)."""
+    from fakedetect.framing import crop_offsets
+
+    hp, wp = max(h, fr.size), max(w, fr.size)  # the image mirrored out to S (centred)
+    dt, dl = (hp - h) // 2, (wp - w) // 2
+    out = []
+    for t, u in crop_offsets(hp, wp, fr.size, fr.crops):
+        top, left = max(0, t - dt), max(0, u - dl)
+        out.append({"top": top, "left": left, "height": min(h, t - dt + fr.size) - top,
+                    "width": min(w, u - dl + fr.size) - left})
+    return out
+
+
 def mild_variants() -> dict:
     """Name -> transform of the mild variants an upload is re-scored under (a verdict that flips is uncertain)."""
     return {"re-encoded as JPEG 90": jpeg_reencode(90), "resized to 75% and back": downscale(0.75)}
@@ -152,9 +167,18 @@ class Scorer:
         from fakedetect.data.pipeline import resize
 
         img = self.decode(c)
-        # The mild variants, made outside the lock from a copy at most VARIANT_MAX_SIDE px on its longer side.
-        small = tf.constant(variant_source(img, self.run.image_size))
-        variants = {name: make(small) for name, make in mild_variants().items()}
+        fr = self.run.framing
+        if fr.cropped:
+            # Crop mode: the variants are made of each of the image's K crops (K x S x S px whatever the upload's
+            # size), outside the lock; the image's crops are scored with them in one pass.
+            from fakedetect.data.pipeline import scoring_crops
+
+            crops = tf.cast(scoring_crops(img, fr), tf.uint8)
+            variants = {name: tf.stack([make(crop) for crop in crops]) for name, make in mild_variants().items()}
+        else:
+            # The mild variants, made outside the lock from a copy at most VARIANT_MAX_SIDE px on its longer side.
+            small = tf.constant(variant_source(img, self.run.image_size))
+            variants = {name: make(small) for name, make in mild_variants().items()}
         with self._lock:
             s = self.run.score(images=[img], names=[c.filename], views=lambda _: variants)
         prob, t = float(s.prob_fake[0]), self.run.threshold
@@ -171,9 +195,21 @@ class Scorer:
             # in_domain: False when the image is unlike the training images (None: not known)
             "in_domain": s.in_domain[0], "domain_distance": s.domain_distance[0],
             "image": c.facts,
+            "input": fr.describe(),
         }
+        if fr.cropped:
+            boxes = crop_boxes(img.shape[0], img.shape[1], fr)
+            probs = [float(p) for p in s.crops[0]]
+            # the crop that drove the verdict: the most fake one for "fake", the least fake one for "real"
+            lead = int(np.argmax(probs) if s.label[0] == "fake" else np.argmin(probs))
+            out["crops"] = [{**box, "prob_fake": p} for box, p in zip(boxes, probs, strict=True)]
+            out["decided_by_crop"] = lead
         if explain:
-            out["heatmap_png"] = self.heatmap_overlay(img, tf.expand_dims(resize(img, self.run.image_size), 0))
+            if fr.cropped:
+                x = tf.cast(crops[lead][None], tf.float32)
+                out["heatmap_png"] = self.heatmap_overlay(img, x, box=out["crops"][lead])
+            else:
+                out["heatmap_png"] = self.heatmap_overlay(img, tf.expand_dims(resize(img, self.run.image_size), 0))
         return out
 
     def gradcam(self, x) -> np.ndarray:
@@ -192,17 +228,34 @@ class Scorer:
         cam = tf.nn.relu(tf.reduce_sum(weights * feat, axis=-1))[0].numpy()
         return cam / cam.max() if cam.max() > 0 else cam
 
-    def heatmap_overlay(self, img, x, max_side: int = 512) -> str:
-        """The Grad-CAM heatmap blended over the image, as a PNG data URI."""
+    def heatmap_overlay(self, img, x, max_side: int = 512, box: dict | None = None) -> str:
+        """The Grad-CAM heatmap of the model input ``x`` blended over the image, as a PNG data URI. With ``box``
+        (crop mode: ``x`` is that crop), the heatmap covers the box only, outlined; the rest of the image is
+        dimmed."""
         from matplotlib import colormaps
-        from PIL import Image
+        from PIL import Image, ImageDraw
 
         cam = self.gradcam(x)
-        base = Image.fromarray(np.asarray(img))
+        base = Image.fromarray(np.asarray(img)).convert("RGB")
+        full = base.size
         base.thumbnail((max_side, max_side))
-        heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
+        scale = base.size[0] / full[0]
+        if box is None:
+            region = (0, 0, *base.size)
+        else:
+            region = tuple(round(v * scale) for v in (box["left"], box["top"], box["left"] + box["width"],
+                                                      box["top"] + box["height"]))
+            region = (*region[:2], max(region[2], region[0] + 1), max(region[3], region[1] + 1))
+        size = (region[2] - region[0], region[3] - region[1])
+        heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
         colour = (colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
-        blended = Image.blend(base.convert("RGB"), Image.fromarray(colour), 0.45)
+        if box is None:
+            blended = Image.blend(base, Image.fromarray(colour), 0.45)
+        else:
+            blended = Image.blend(base, Image.new("RGB", base.size), 0.4)  # dim what the crop leaves out
+            inside = base.crop(region)
+            blended.paste(Image.blend(inside, Image.fromarray(colour), 0.45), region[:2])
+            ImageDraw.Draw(blended).rectangle(region, outline=(255, 255, 255), width=2)
         buf = io.BytesIO()
         blended.save(buf, "PNG")
         return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -60,6 +60,12 @@
     row(facts, "size", im.width + " \u00d7 " + im.height + " px, " + (im.bytes / 1024).toFixed(1) + " KB");
     row(facts, "JPEG quality", im.jpeg_quality_estimate === null ? "not a JPEG" : "about " + im.jpeg_quality_estimate);
     row(facts, "EXIF metadata", im.exif ? "present" : "none");
+    if (r.input) row(facts, "scored as", r.input);
+    if (r.crops) {
+      const c = r.crops[r.decided_by_crop];
+      row(facts, "decided by", "the crop at x " + c.left + ", y " + c.top + " (" + c.width + " \u00d7 " + c.height +
+        " px): P(fake) " + pct(c.prob_fake) + " (outlined in the heatmap)");
+    }
     if (r.in_domain !== null && r.in_domain !== undefined) {
       row(facts, "like the training images", r.in_domain ? "yes" : "no (distance " + r.domain_distance.toFixed(1) + ")");
     }
