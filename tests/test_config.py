@@ -52,7 +52,7 @@ def test_missing_config_file():
 def test_a_config_names_its_base_and_says_only_what_differs(tmp_path):
     fast, full = load_config("cifake-fast").to_dict(), load_config("cifake-cpu").to_dict()
     assert (fast["epochs_finetune"], fast["lr_finetune"]) == (2, 5e-4) and full["epochs_finetune"] == 5
-    assert {k for k in full if fast[k] != full[k]} == {"epochs_finetune", "lr_finetune"}
+    assert {k for k in full if fast[k] != full[k]} == {"epochs_finetune", "lr_finetune", "recipe"}
     (tmp_path / "mine.yaml").write_text("base: cifake-fast\naugment: {jpeg_prob: 0.5}\n")
     (tmp_path / "child.yaml").write_text("base: mine.yaml\nseed: 7\n")  # a file next to it, then a preset chain
     cfg = load_config(tmp_path / "child.yaml")

@@ -99,6 +99,7 @@ def test_a_crop_run_records_its_input_mode_and_scores_the_combined_logit(crop_ru
 
     card = json.loads((crop_run / "model.json").read_text())
     assert (card["input"], card["crops"], card["crop_combine"], card["image_size"]) == ("crop", 5, "mean", S)
+    assert card["generators"] == {"data": ["not stated"]} and card["generalisation"] is None
     run = load_run(crop_run)
     paths = sorted(str(p) for p in (tiny_data / "fake").glob("*"))[:4]
     s = run.score(paths=paths)
@@ -192,5 +193,6 @@ def test_the_api_in_crop_mode_names_the_crop_that_decided_and_scores_variants_pe
         assert 0 <= c["top"] and c["top"] + c["height"] <= shape[0] and 0 <= c["left"]
         assert c["left"] + c["width"] <= shape[1] and c["height"] == min(S, shape[0])
     assert set(res["variants"]) == {"re-encoded as JPEG 90", "resized to 75% and back"}
+    assert res["claims"]["unseen_generator_auc"] is None and "not measured" in res["claims"]["unseen_generator_note"]
     heat = Image.open(io.BytesIO(base64.b64decode(res["heatmap_png"].split(",", 1)[1])))
     assert heat.size == (shape[1], shape[0])

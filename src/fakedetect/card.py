@@ -14,6 +14,7 @@ from pathlib import Path
 from fakedetect import CLASS_NAMES, __version__
 from fakedetect.atomic import write_json
 from fakedetect.errors import RunError
+from fakedetect.generators import claims
 from fakedetect.runfolder import CARD_FILE
 
 REQUIRED = ("image_size", "threshold")
@@ -42,6 +43,10 @@ class ModelCard:
     strategy: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # data_root, train/val counts, val_source, skipped, ...
     domain: dict | None = None  # the training domain (see fakedetect.domain); None before domain models
+    generators: dict = field(default_factory=dict)  # training source -> the generators of its fakes
+    # What benchmarks/leave_one_out.py measured for the recipe this run was trained with, unchanged (None: not
+    # measured, or the run changed the recipe): the figure for generators it has not seen.
+    generalisation: dict | None = None
     val_metrics: dict = field(default_factory=dict)
     epochs_run: dict = field(default_factory=dict)
     train_seconds: float | None = None
@@ -74,6 +79,10 @@ class ModelCard:
         if formats:
             facts.append(", ".join(formats))
         return ", ".join(names) + (f" ({'; '.join(facts)})" if facts else "")
+
+    def claims(self) -> dict:
+        """What the model has seen and what it measured on generators it had not seen (see generators.claims)."""
+        return claims(self.generators, self.generalisation)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

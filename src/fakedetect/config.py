@@ -42,6 +42,7 @@ class TrainConfig:
     # Training data (optional; --data on the command line replaces it): a list of sources, each a path or
     # {path, weight, max_per_class, name}; sources are carved and mixed by weight (see training/inputs.py).
     data: list | None = None
+    recipe: str | None = None  # the shipped preset it starts from (set by load_config; see card.generalisation)
     backbone: str = "efficientnet-b4"
     weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
     image_size: int | None = None  # None: the backbone's native size (see resolve_image_size)
@@ -136,12 +137,29 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """
     cfg = TrainConfig()
     if path is not None:
-        for layer in read_config_file(resolve_config_path(path)):
+        resolved = resolve_config_path(path)
+        for layer in read_config_file(resolved):
             _overlay(cfg, layer, "")
+        if resolved.parent == PRESET_DIR and cfg.recipe is None:
+            cfg.recipe = resolved.stem
     if overrides:
         _overlay(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
     validate(cfg)
     return cfg
+
+
+def recipe_intact(cfg: TrainConfig) -> bool:
+    """Whether a resolved config trains as its shipped recipe does (data, seed and devices aside): what a figure
+    measured for the recipe may be claimed for."""
+    if not cfg.recipe:
+        return False
+    try:
+        ref = resolve(load_config(cfg.recipe)).to_dict()
+    except ConfigError:
+        return False
+    mine = cfg.to_dict()
+    ignore = {"data", "max_per_class", "seed", "strategy", "devices", "scale_lr", "recipe"}
+    return all(mine[k] == v for k, v in ref.items() if k not in ignore)
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -290,13 +308,16 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def _validate_data(data: Any) -> None:
-    allowed = "null, or a list of sources: each a path, or {path, weight, max_per_class, name}"
+    allowed = "null, or a list of sources: each a path, or {path, weight, max_per_class, name, generators}"
     _check(data is None or (isinstance(data, list) and bool(data)), "data", data, allowed)
     for i, e in enumerate(data or []):
         if isinstance(e, str):
             continue
         _check(isinstance(e, dict) and isinstance(e.get("path"), str)
-               and set(e) <= {"path", "weight", "max_per_class", "name"}, f"data[{i}]", e, allowed)
+               and set(e) <= {"path", "weight", "max_per_class", "name", "generators"}, f"data[{i}]", e, allowed)
+        g = e.get("generators")
+        _check(g is None or (isinstance(g, list) and all(isinstance(v, str) and v for v in g)),
+               f"data[{i}].generators", g, "a list of the generators of its fakes, e.g. ['Midjourney 6']")
         w = e.get("weight", 1.0)
         _check(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0, f"data[{i}].weight", w,
                "a positive number (the source's relative share of the training batches)")

@@ -16,10 +16,11 @@ import pandas as pd
 from fakedetect import CLASS_NAMES
 from fakedetect.atomic import atomic_path, write_json
 from fakedetect.card import ModelCard
-from fakedetect.config import TrainConfig, load_config
+from fakedetect.config import TrainConfig, load_config, recipe_intact
 from fakedetect.data.splits import Split
 from fakedetect.domain import MAX_FIT_IMAGES, METHOD, QUANTILE, fit_domain
 from fakedetect.framing import Framing
+from fakedetect.generators import generators_of, measured
 from fakedetect.metrics import apply_temperature, binary_metrics, choose_threshold, ece, fit_temperature
 from fakedetect.run import load_run
 from fakedetect.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, CURVES_FILE, DOMAIN_FILE, MODEL_FILE, STATE_FILE
@@ -79,6 +80,8 @@ def finish_run(s: Setup, rows: list[dict], model) -> TrainResult:
         strategy={"name": cfg.strategy, "kind": type(strategy).__name__, "replicas": replicas(strategy),
                   "workers": num_workers(strategy), "global_batch_size": s.global_batch},
         data=summary.to_dict(), domain=domain, val_metrics=val_metrics,
+        generators={src["name"]: generators_of(src["name"], src.get("generators")) for src in summary.spec},
+        generalisation=measured(cfg.recipe) if recipe_intact(cfg) else None,
         epochs_run={phase: int((history["phase"] == phase).sum()) if len(history) else 0
                     for phase in ("frozen", "finetune")},
         train_seconds=round(seconds, 1))

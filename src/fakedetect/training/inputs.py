@@ -29,6 +29,7 @@ class Source:
     weight: float = 1.0  # relative share of the training stream (sources are mixed by weight, not by size)
     max_per_class: int | None = None  # this source's cap (else the config's max_per_class)
     name: str = ""  # short name for tables and history columns (from the file name when empty)
+    generators: list[str] | None = None  # what made its fakes (else generators.MANIFEST's, for the shared sets)
 
 
 @dataclass
@@ -98,7 +99,8 @@ def prepare_data(data, cfg: TrainConfig) -> tuple[Split, Split, DataSummary]:
         val_source=facts[0]["val_source"] if one else "per source: see sources",
         skipped=len(train.skipped) + len(val.skipped),
         unused_splits=facts[0]["unused_splits"] if one else [],
-        spec=[{"path": f["path"], "weight": s.weight, "max_per_class": s.max_per_class, "name": s.name}
+        spec=[{"path": f["path"], "weight": s.weight, "max_per_class": s.max_per_class, "name": s.name,
+               **({"generators": s.generators} if s.generators else {})}
               for f, s in zip(facts, sources, strict=True)],
         sources=[] if one else facts)
     return train, val, summary

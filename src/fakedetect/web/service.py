@@ -196,6 +196,8 @@ class Scorer:
             "in_domain": s.in_domain[0], "domain_distance": s.domain_distance[0],
             "image": c.facts,
             "input": fr.describe(),
+            # what the model has seen, and what it measured on generators it had not seen
+            "claims": self.run.card.claims(),
         }
         if fr.cropped:
             boxes = crop_boxes(img.shape[0], img.shape[1], fr)

@@ -52,6 +52,11 @@
     }
     document.getElementById("thr-text").textContent = "Called fake when P(fake) \u2265 " +
       r.threshold.toFixed(3) + " (threshold chosen on validation data).";
+    const cl = r.claims;
+    document.getElementById("claims").textContent = cl ?
+      "This model has seen fakes from: " + (cl.seen_generators.length ? cl.seen_generators.join(", ") : "(not stated)") +
+      (cl.sources_without_generators.length ? " (and " + cl.sources_without_generators.join(", ") +
+        ", generators not stated)" : "") + ". On generators it has not seen: " + cl.unseen_generator_note + "." : "";
     const facts = document.getElementById("facts");
     facts.innerHTML = "";
     const im = r.image;
