@@ -163,11 +163,13 @@ def main() -> int:
                 run = train_cell(args.work, recipe, fold, data, args.max_per_class)
                 cell = score_cell(run, fold, data, args.test_per_class)
                 cell["cell_seconds"] = time.perf_counter() - t
+                cell["budget"] = {"max_per_class": args.max_per_class, "test_per_class": args.test_per_class}
                 write_json(path, cell)
             if path.is_file():
                 cells[(recipe, fold)] = json.loads(path.read_text())
-    print(f"\nleave one source out, {dt.date.today()}, {machine()}; training sources capped at "
-          f"{args.max_per_class} images per class, test parts at {args.test_per_class}\n")
+    budgets = sorted({json.dumps(c.get("budget", "not recorded")) for c in cells.values()})
+    print(f"\nleave one source out, {dt.date.today()}, {machine()}; the cells' budgets (training images per class "
+          f"of each source, test images per class of each held-out part): {', '.join(budgets)}\n")
     cols = ["recipe", *[f"{n} (left out)" for n in SETS], "mean left-out AUC", "mean trained held-out AUC",
             *ROBUST, "left-out flagged", "folds"]
     print(table(summary_rows(cells, recipes), cols))

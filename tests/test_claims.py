@@ -52,3 +52,14 @@ def test_a_source_may_declare_its_generators():
     assert cfg.data[0]["generators"] == ["Midjourney 6"]
     with pytest.raises(ConfigError, match="generators"):
         load_config(None, {"data": [{"path": "x", "generators": "Midjourney"}]})
+
+
+def test_the_shipped_table_is_what_a_general_run_claims():
+    m = generators.measured("general")
+    assert m is not None and set(m["left_out"]) == {"cifake", "faces", "sd-coco"}
+    aucs = [v["auc"] for v in m["left_out"].values()]
+    assert abs(m["mean_left_out_auc"] - sum(aucs) / len(aucs)) < 1e-3
+    assert all(v["ci95"][0] <= v["auc"] <= v["ci95"][1] for v in m["left_out"].values())
+    assert "leave_one_out.py" in m["command"]
+    c = claims({"cifake-train": generators_of("cifake-train")}, m)
+    assert "0.58" in c["unseen_generator_note"] and "3 sources" in c["unseen_generator_note"]
