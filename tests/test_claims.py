@@ -34,6 +34,7 @@ def test_a_recipes_figure_is_claimed_only_by_runs_that_train_as_it_does(tmp_path
     assert recipe_intact(resolve(load_config("general", {"seed": 7, "max_per_class": 100})))
     assert not recipe_intact(resolve(load_config("general", {"input": "crop"})))
     assert not recipe_intact(resolve(load_config("general", {"epochs_finetune": 2})))
+    assert not recipe_intact(resolve(load_config("general", {"data": ["my/own/data"]})))  # measured on other data
     f = tmp_path / "mine.yaml"
     f.write_text("base: general\nepochs_finetune: 2\n")
     assert load_config(f).recipe is None  # a file of one's own is not the shipped recipe
@@ -63,3 +64,16 @@ def test_the_shipped_table_is_what_a_general_run_claims():
     assert "leave_one_out.py" in m["command"]
     c = claims({"cifake-train": generators_of("cifake-train")}, m)
     assert "0.58" in c["unseen_generator_note"] and "3 sources" in c["unseen_generator_note"]
+
+
+def test_crops_must_be_a_whole_number_of_the_allowed_ones_and_a_card_is_checked_too():
+    from fakedetect.card import ModelCard
+    from fakedetect.errors import RunError
+
+    for bad in (True, 5.0, 7):
+        with pytest.raises(ConfigError, match="crops"):
+            load_config(None, {"crops": bad})
+    with pytest.raises(ConfigError, match="recipe"):
+        load_config(None, {"recipe": 5})
+    with pytest.raises(RunError, match="crops"):
+        ModelCard.from_dict({"image_size": 96, "threshold": 0.5, "input": "crop", "crops": 7})

@@ -14,6 +14,7 @@ from pathlib import Path
 from fakedetect import CLASS_NAMES, __version__
 from fakedetect.atomic import write_json
 from fakedetect.errors import RunError
+from fakedetect.framing import COMBINE_RULES, CROP_COUNTS, INPUT_MODES
 from fakedetect.generators import claims
 from fakedetect.runfolder import CARD_FILE
 
@@ -120,6 +121,10 @@ class ModelCard:
         card = cls(**{k: v for k, v in d.items() if k in known})
         if not isinstance(card.image_size, int) or card.image_size < 1 or not 0 <= float(card.threshold) <= 1:
             raise RunError(f"{where}: image_size {card.image_size!r} / threshold {card.threshold!r} are unusable")
+        if card.input not in INPUT_MODES or card.crops not in CROP_COUNTS or type(card.crops) is not int \
+                or card.crop_combine not in COMBINE_RULES:
+            raise RunError(f"{where}: input {card.input!r} / crops {card.crops!r} / crop_combine "
+                           f"{card.crop_combine!r} are unusable")
         if list(card.class_names) != list(CLASS_NAMES):
             raise RunError(f"{where}: classes {card.class_names} are not fakedetect's {list(CLASS_NAMES)}")
         return card

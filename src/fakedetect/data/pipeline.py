@@ -152,11 +152,12 @@ def build_dataset(paths: list[str], labels: list[int] | None, image_size: int | 
         labels: 0 (real) / 1 (fake) per path, or None.
         image_size: square input size of the model (resized images), or its :class:`Framing` (crop mode: each
             element holds the image's K crops, K x S x S x 3).
-        batch_size: images per batch.
+        batch_size: images per batch; in crop mode, crops per batch (``batch_size // K`` images).
         pillow_only: per path, True when TensorFlow cannot decode it (decoded by Pillow instead).
         perturb: optional function applied to every decoded uint8 image before framing (robustness tests).
     """
     fr = framing(image_size)
+    batch_size = max(1, batch_size // fr.views)  # crop mode: a batch of images is K times as many crops
     flags = pillow_only if pillow_only is not None else [False] * len(paths)
     extra = () if labels is None else (tf.constant(labels, tf.float32),)
     ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string),

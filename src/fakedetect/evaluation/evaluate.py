@@ -172,7 +172,8 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     m["overlap_with_training"] = overlap_with_training(run, s)
     m["domain"] = domain_summary(run, s)
     m["test_time_augmentation"] = "mean logit of the image and its mirror image" if tta else None
-    m["model"] = {k: getattr(run.card, k) for k in ("backbone", "weights", "image_size", "threshold", "created")}
+    m["model"] = {k: getattr(run.card, k) for k in ("backbone", "weights", "image_size", "input", "crops",
+                                                    "crop_combine", "threshold", "created")}
     m["model"]["run_dir"] = str(run.path.resolve())
     m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}
     m["evaluated"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")

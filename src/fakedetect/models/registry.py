@@ -214,7 +214,8 @@ def _build_keras_app(spec: BackboneSpec, wmode: str, weights: str, size: int | N
         raise WeightsUnavailable(
             f"could not download the ImageNet weights of {spec.name} ({type(e).__name__}: {e}).\n"
             "This machine is probably offline. Choose one of:\n"
-            "  --backbone efficientnet-lite0 (or -lite1): ImageNet weights that install with pip, no download;\n"
+            "  --backbone efficientnet-lite0 (or -lite1, -lite2): ImageNet weights that install with pip, "
+            "no download;\n"
             f"  --weights PATH: a local Keras weights file for {spec.keras_name} (include_top=False), e.g. one "
             "copied from ~/.keras/models on a machine that is online;\n"
             "  --weights none: train from scratch (much worse results)."

@@ -46,6 +46,9 @@ def frozen_phase(s: Setup, loop: Loop) -> Phase:
                      cfg.epochs_frozen, rate, steps, warmup, [size.size] * cfg.epochs_frozen)
     if cfg.mixup:
         log.info("  mixup applies to the fine-tuning images, not to the frozen phase's cached features")
+    if size.cropped and size.combine == "max":
+        log.info("  the frozen phase's cached features are the mean of each image's crops: its validation scores "
+                 "the mean of the crops' logits, fine-tuning and scoring their max")
     t0 = time.perf_counter()
     shard = shard_of(s.train, num_workers(strategy), worker_index(strategy))
     f_train, y_train, src_train = features(model, shard, size, cfg.batch_size, "training images")

@@ -91,8 +91,9 @@ def train(data_root, cfg: TrainConfig, out: str | Path | None = None, overwrite:
     # The strategy comes before any other TensorFlow work (MultiWorkerMirroredStrategy configures the runtime).
     strategy = make_strategy(cfg.strategy, cfg.devices)
     if cfg.train_batchnorm and replicas(strategy) > 1:
-        raise ConfigError(f"train_batchnorm with {replicas(strategy)} replicas: each replica would keep its own "
-                          "BatchNormalization statistics; train on one device, or leave BatchNorm frozen")
+        why = f" ({cfg.backbone} trains whole, BatchNorm included)" if get_spec(cfg.backbone).train_all else ""
+        raise ConfigError(f"train_batchnorm with {replicas(strategy)} replicas{why}: each replica would keep its "
+                          "own BatchNormalization statistics; train on one device, or leave BatchNorm frozen")
     train_split, val_split, summary = prepare_data(data_root, cfg)
     out = Path(out) if out is not None else default_run_dir(cfg)
     run_dir, created = _open_run_folder(out, overwrite, resume)

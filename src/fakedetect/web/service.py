@@ -42,19 +42,24 @@ def variant_source(img, image_size: int):
     return np.asarray(im)
 
 
-def crop_boxes(h: int, w: int, fr) -> list[dict]:
+def crop_boxes(h: int, w: int, fr, with_windows: bool = False):
     """Where each scoring crop of an h x w image lies in it (top, left, height, width in the image's pixels): a
-    crop of an image smaller than S in a side covers the whole side (the rest of the crop is its mirror)."""
+    crop of an image smaller than S in a side covers the whole side (the rest of the crop is its mirror). With
+    ``with_windows``, also where those pixels lie in each crop (row and column start and end): the part of the
+    crop's Grad-CAM that belongs to the image."""
     from fakedetect.framing import crop_offsets
 
     hp, wp = max(h, fr.size), max(w, fr.size)  # the image mirrored out to S (centred)
     dt, dl = (hp - h) // 2, (wp - w) // 2
-    out = []
+    out, windows = [], []
     for t, u in crop_offsets(hp, wp, fr.size, fr.crops):
         top, left = max(0, t - dt), max(0, u - dl)
-        out.append({"top": top, "left": left, "height": min(h, t - dt + fr.size) - top,
-                    "width": min(w, u - dl + fr.size) - left})
-    return out
+        box = {"top": top, "left": left, "height": min(h, t - dt + fr.size) - top,
+               "width": min(w, u - dl + fr.size) - left}
+        out.append(box)
+        r0, c0 = top - (t - dt), left - (u - dl)
+        windows.append((r0, r0 + box["height"], c0, c0 + box["width"]))
+    return (out, windows) if with_windows else out
 
 
 def mild_variants() -> dict:
@@ -200,7 +205,7 @@ class Scorer:
             "claims": self.run.card.claims(),
         }
         if fr.cropped:
-            boxes = crop_boxes(img.shape[0], img.shape[1], fr)
+            boxes, windows = crop_boxes(img.shape[0], img.shape[1], fr, with_windows=True)
             probs = [float(p) for p in s.crops[0]]
             # the crop that drove the verdict: the most fake one for "fake", the least fake one for "real"
             lead = int(np.argmax(probs) if s.label[0] == "fake" else np.argmin(probs))
@@ -209,7 +214,7 @@ class Scorer:
         if explain:
             if fr.cropped:
                 x = tf.cast(crops[lead][None], tf.float32)
-                out["heatmap_png"] = self.heatmap_overlay(img, x, box=out["crops"][lead])
+                out["heatmap_png"] = self.heatmap_overlay(img, x, box=out["crops"][lead], window=windows[lead])
             else:
                 out["heatmap_png"] = self.heatmap_overlay(img, tf.expand_dims(resize(img, self.run.image_size), 0))
         return out
@@ -230,14 +235,21 @@ class Scorer:
         cam = tf.nn.relu(tf.reduce_sum(weights * feat, axis=-1))[0].numpy()
         return cam / cam.max() if cam.max() > 0 else cam
 
-    def heatmap_overlay(self, img, x, max_side: int = 512, box: dict | None = None) -> str:
+    def heatmap_overlay(self, img, x, max_side: int = 512, box: dict | None = None,
+                        window: tuple[int, int, int, int] | None = None) -> str:
         """The Grad-CAM heatmap of the model input ``x`` blended over the image, as a PNG data URI. With ``box``
         (crop mode: ``x`` is that crop), the heatmap covers the box only, outlined; the rest of the image is
-        dimmed."""
+        dimmed; ``window`` (rows and columns of the crop that are the image's own pixels, not its mirror) cuts the
+        heatmap to them first."""
         from matplotlib import colormaps
         from PIL import Image, ImageDraw
 
         cam = self.gradcam(x)
+        if window is not None:  # the heat map's cells over the crop's own pixels (of S x S)
+            s, (ch, cw) = x.shape[1], cam.shape
+            r0, r1, c0, c1 = window
+            cam = cam[r0 * ch // s:max(r0 * ch // s + 1, -(-r1 * ch // s)),
+                      c0 * cw // s:max(c0 * cw // s + 1, -(-c1 * cw // s))]
         base = Image.fromarray(np.asarray(img)).convert("RGB")
         full = base.size
         base.thumbnail((max_side, max_side))
