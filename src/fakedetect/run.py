@@ -207,13 +207,21 @@ def scoring_function(model, tta: bool = False, fr: Framing | None = None):
                 p = tf.sigmoid((tf_logit(p) + tf_logit(mirrored)) / 2)
             if not k:
                 return p, feats, p
-            logits = tf.reshape(tf_logit(p), [b, k])
-            combined = tf.reduce_max(logits, axis=1) if rule == "max" else tf.reduce_mean(logits, axis=1)
+            logits, combined = combine_crops(p, b, k, rule)
             feats = [tf.reduce_mean(tf.reshape(f, [b, k, -1]), axis=1) for f in feats]
             return tf.sigmoid(combined)[:, None], feats, tf.sigmoid(logits)
 
         fns[(tta, k, rule)] = tf.function(score, reduce_retracing=True)
     return fns[(tta, k, rule)]
+
+
+def combine_crops(p, b, k: int, rule: str):
+    """(logits B x K, combined logit B) of the P(fake) of B images' K crops (B*K values, image by image): the
+    crops' logits and their mean, or their max. The one combine rule of scoring and training's validation."""
+    import tensorflow as tf
+
+    logits = tf.reshape(tf_logit(p), [b, k])
+    return logits, tf.reduce_max(logits, axis=1) if rule == "max" else tf.reduce_mean(logits, axis=1)
 
 
 def tf_logit(p):

@@ -65,18 +65,15 @@ def validator(model, split: Split | None, size: int | Framing, batch_size: int, 
     an image's P(fake) combines its crops' logits, as scoring does."""
     import tensorflow as tf
 
-    from fakedetect.run import tf_logit
+    from fakedetect.run import combine_crops
 
     fr = framing(size)
 
     def call(x):
         if features is not None or not fr.cropped:
             return tf.reshape(model(x, training=False), [-1])
-        b = tf.shape(x)[0]
         p = model(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)), training=False)
-        logits = tf.reshape(tf_logit(p), [b, fr.crops])
-        combined = tf.reduce_max(logits, axis=1) if fr.combine == "max" else tf.reduce_mean(logits, axis=1)
-        return tf.sigmoid(combined)
+        return tf.sigmoid(combine_crops(p, tf.shape(x)[0], fr.crops, fr.combine)[1])
 
     fn = tf.function(call, reduce_retracing=True)
 
