@@ -68,6 +68,24 @@ def crop_offsets(h, w, size: int, crops: int) -> list[tuple]:
     raise ValueError(f"crops must be one of {CROP_COUNTS}, got {crops}")
 
 
+def crop_boxes(h: int, w: int, fr: Framing) -> tuple[list[dict], list[tuple[int, int, int, int]]]:
+    """Where each scoring crop of an h x w image lies in it (top, left, height, width in the image's pixels; a
+    crop of an image smaller than S in a side covers the whole side, the rest of the crop being its mirror), and
+    where those pixels lie in each crop (row start and end, column start and end): the part of a crop's Grad-CAM
+    that belongs to the image."""
+    hp, wp = max(h, fr.size), max(w, fr.size)  # the image mirrored out to S, centred (see mirror_index)
+    dt, dl = (hp - h) // 2, (wp - w) // 2
+    boxes, windows = [], []
+    for t, u in crop_offsets(hp, wp, fr.size, fr.crops):
+        top, left = max(0, t - dt), max(0, u - dl)
+        box = {"top": top, "left": left, "height": min(h, t - dt + fr.size) - top,
+               "width": min(w, u - dl + fr.size) - left}
+        boxes.append(box)
+        r0, c0 = top - (t - dt), left - (u - dl)
+        windows.append((r0, r0 + box["height"], c0, c0 + box["width"]))
+    return boxes, windows
+
+
 def mirror_index(n: int, m: int):
     """Indices into a side of length ``n`` that mirror it out to length ``m`` >= n, centred: ``m`` positions, each
     reading a pixel of the original (reflected at the edges, the edge pixel repeated: ``...cba|abc...cba|abc``).

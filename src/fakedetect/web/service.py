@@ -12,6 +12,7 @@ import numpy as np
 
 from fakedetect.data.checks import ImageInfo, check_bytes, open_image
 from fakedetect.data.transforms import downscale, jpeg_reencode
+from fakedetect.framing import crop_boxes
 from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
 from fakedetect.run import Run
 
@@ -40,26 +41,6 @@ def variant_source(img, image_size: int):
     im = Image.fromarray(arr)
     im.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(im)
-
-
-def crop_boxes(h: int, w: int, fr, with_windows: bool = False):
-    """Where each scoring crop of an h x w image lies in it (top, left, height, width in the image's pixels): a
-    crop of an image smaller than S in a side covers the whole side (the rest of the crop is its mirror). With
-    ``with_windows``, also where those pixels lie in each crop (row and column start and end): the part of the
-    crop's Grad-CAM that belongs to the image."""
-    from fakedetect.framing import crop_offsets
-
-    hp, wp = max(h, fr.size), max(w, fr.size)  # the image mirrored out to S (centred)
-    dt, dl = (hp - h) // 2, (wp - w) // 2
-    out, windows = [], []
-    for t, u in crop_offsets(hp, wp, fr.size, fr.crops):
-        top, left = max(0, t - dt), max(0, u - dl)
-        box = {"top": top, "left": left, "height": min(h, t - dt + fr.size) - top,
-               "width": min(w, u - dl + fr.size) - left}
-        out.append(box)
-        r0, c0 = top - (t - dt), left - (u - dl)
-        windows.append((r0, r0 + box["height"], c0, c0 + box["width"]))
-    return (out, windows) if with_windows else out
 
 
 def mild_variants() -> dict:
@@ -205,7 +186,7 @@ class Scorer:
             "claims": self.run.card.claims(),
         }
         if fr.cropped:
-            boxes, windows = crop_boxes(img.shape[0], img.shape[1], fr, with_windows=True)
+            boxes, windows = crop_boxes(img.shape[0], img.shape[1], fr)
             probs = [float(p) for p in s.crops[0]]
             # the crop that drove the verdict: the most fake one for "fake", the least fake one for "real"
             lead = int(np.argmax(probs) if s.label[0] == "fake" else np.argmin(probs))
