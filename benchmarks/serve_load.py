@@ -2,9 +2,11 @@
 
 Starts the server on 127.0.0.1, warms it up, measures single-upload latency of a 1024x768 JPEG, then runs
 N concurrent clients for M seconds, and compares the server's memory (all its processes) at the end with its
-memory after warm-up.
+memory after warm-up. With --engine: the scoring engine (issue 25); the figures then add the start-up time (from
+the command to the first answer of /healthz, a graph already made), the per-request time of each stage (the API's
+``timing_ms``, median under load), and the server's memory after one explanation (``?explain=1``).
 
-    python benchmarks/serve_load.py RUN_DIR [--clients 16] [--seconds 60] [--workers 2]
+    python benchmarks/serve_load.py RUN_DIR [--clients 16] [--seconds 60] [--workers 2] [--engine onnxruntime]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def photo_jpeg(w=1024, h=768) -> bytes:
     return buf.getvalue()
 
 
-def post(url: str, data: bytes) -> tuple[int, float]:
+def post(url: str, data: bytes, timings: list | None = None) -> tuple[int, float]:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
             "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
@@ -61,8 +63,12 @@ def post(url: str, data: bytes) -> tuple[int, float]:
     t = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            r.read()
+            body = r.read()
             status = r.status
+        if timings is not None:
+            import json
+
+            timings.append(json.loads(body)["results"][0].get("timing_ms", {}))
     except urllib.error.HTTPError as e:
         status = e.code
     except OSError:
@@ -77,12 +83,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--single", type=int, default=30, help="sequential uploads for the latency figure")
+    ap.add_argument("--engine", default=None, help="tensorflow, onnxruntime or auto (default: serve's own)")
     args = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    engine = ["--engine", args.engine] if args.engine else []
+    started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "fakedetect", "serve", args.run_dir, "--port", str(port),
-                             "--workers", str(args.workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--workers", str(args.workers), *engine],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -90,7 +100,8 @@ def main() -> int:
                 if urllib.request.urlopen(base + "/healthz", timeout=2).status == 200:
                     break
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.2)
+        startup = time.perf_counter() - started
         url = base + "/api/v1/predict"
         img = photo_jpeg()
         for _ in range(4 * args.workers):  # warm-up: every worker traces its inference function
@@ -98,12 +109,13 @@ def main() -> int:
         rss_warm = server_rss_mb(proc.pid)
         single = [post(url, img)[1] for _ in range(args.single)]
         results: list[tuple[int, float]] = []
+        timings: list[dict] = []
         lock = threading.Lock()
         stop = time.perf_counter() + args.seconds
 
         def client():
             while time.perf_counter() < stop:
-                r = post(url, img)
+                r = post(url, img, timings)
                 with lock:
                     results.append(r)
 
@@ -115,6 +127,8 @@ def main() -> int:
             t.join()
         elapsed = time.perf_counter() - t0
         rss_end = server_rss_mb(proc.pid)
+        explained = post(url + "?explain=1", img)[0]
+        rss_explained = server_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -134,8 +148,16 @@ def main() -> int:
         {"measure": "server memory after warm-up (MB)", "value": rss_warm},
         {"measure": "server memory at the end (MB)", "value": rss_end},
         {"measure": "memory growth (%)", "value": 100 * (rss_end / rss_warm - 1) if rss_warm else float("nan")},
+        {"measure": f"server memory after one explanation (MB; status {explained})", "value": rss_explained},
+        {"measure": "start-up: command to first /healthz answer (s)", "value": startup},
     ]
-    print(f"\nserve load, {dt.date.today()}, {machine()}; gunicorn, {args.workers} worker(s), loopback only")
+    for stage in ("decode", "variants", "waiting", "scoring"):
+        v = [t[stage] for t in timings if stage in t]
+        if v:
+            rows.append({"measure": f"{args.clients} clients: {stage} per request, median (ms)",
+                         "value": float(np.median(v))})
+    print(f"\nserve load, {dt.date.today()}, {machine()}; gunicorn, {args.workers} worker(s), loopback only; "
+          f"engine {args.engine or 'serve default'}")
     print(f"run: {os.path.abspath(args.run_dir)}\n")
     print(table(rows, ["measure", "value"]))
     return 0 if errors == 0 else 1

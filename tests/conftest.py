@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CLI scores with --engine auto (ONNX Runtime here); the tests choose it where they test it (test_engine.py).
+os.environ.setdefault("FAKEDETECT_ENGINE", "tensorflow")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

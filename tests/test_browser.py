@@ -117,8 +117,10 @@ def test_browser_upload_shows_probabilities_and_heatmap(server, tiny_data, tmp_p
             else "Likely AI-generated" if r["label"] == "fake" else "Likely a real photograph")
         assert page.is_visible("#domain") == (r["in_domain"] is False)
         assert "upload me.png" in page.inner_text("#facts")
+        assert page.get_attribute("#heatmap", "src") is None  # Grad-CAM only when asked for
         page.check("#showheat")
-        assert page.is_visible("#heatmap") and page.get_attribute("#heatmap", "src").startswith("data:image/png")
+        page.wait_for_selector("#heatmap:not([hidden])", timeout=60_000)
+        assert page.get_attribute("#heatmap", "src").startswith("data:image/png")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web_prediction.png"), full_page=True)
         # A bad upload shows the server's message and the page keeps working.

@@ -119,6 +119,21 @@ def test_a_crop_run_records_its_input_mode_and_scores_the_combined_logit(crop_ru
     np.testing.assert_allclose(run.calibrate(np.array([alone]))[0], s.crops[0, 1], atol=1e-5)
 
 
+def test_crop_mode_agrees_on_both_engines(crop_run, tiny_data):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from fakedetect.run import load_run
+
+    paths = sorted(str(p) for p in (tiny_data / "fake").glob("*"))[:3] + sorted(
+        str(p) for p in (tiny_data / "real").glob("*"))[:3]
+    for tta in (False, True):
+        a = load_run(crop_run).score(paths=paths, tta=tta)
+        b = load_run(crop_run, "onnxruntime").score(paths=paths, tta=tta)
+        np.testing.assert_allclose(b.prob_fake, a.prob_fake, atol=1e-5)
+        np.testing.assert_allclose(b.crops, a.crops, atol=1e-5)
+        np.testing.assert_allclose(b.domain_distance, a.domain_distance, atol=1e-5)
+
+
 def test_max_rule_takes_the_most_fake_crop(crop_run, tiny_data):
     from fakedetect.run import score_files
 

@@ -69,7 +69,7 @@ def test_run_holds_its_domain_and_predict_reports_it(tiny_run, tiny_data, tmp_pa
     d = card["domain"]
     assert d["threshold"] > 0 and d["fit_images"] == 18 and d["validation_images"] == 6
     assert d["image_side_px"] == {"min": 48, "median": 48, "max": 48} and d["sources"]
-    assert d["depths"][0] == "stem_activation" and len(d["depths"]) == 9  # stem, 7 stages, the last features
+    assert d["depths"][:2] == ["trace", "stem_activation"] and len(d["depths"]) == 10  # trace, stem, 7 stages, last
     assert sum(d["formats"]["real"].values()) == 9 and set(d["formats"]["fake"]) <= {"PNG", "JPEG"}
     assert DomainModel.load(tiny_run / DOMAIN_FILE).threshold == d["threshold"]
     odd = tmp_path / "odd"

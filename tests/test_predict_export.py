@@ -18,7 +18,8 @@ def test_predict_folder_with_corrupt_files(calibrated_run, tiny_data, tmp_path):
     res = CliRunner().invoke(main, ["predict", str(calibrated_run), str(data), "--out", str(out)])
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out)
-    assert list(df.columns) == ["path", "prob_fake", "prob_real", "label", "in_domain", "domain_distance"]
+    assert list(df.columns) == ["path", "prob_fake", "prob_real", "label", "in_domain", "domain_distance", "engine"]
+    assert set(df["engine"]) == {"tensorflow"}
     assert len(df) == 24  # one row per readable image; the 4 bad files and README.txt reported instead
     assert res.output.count("unreadable:") == 5 and "README.txt" in res.output
     assert df.prob_fake.between(0, 1).all() and set(df.label) <= {"real", "fake"}

@@ -16,7 +16,7 @@ from fakedetect.run import Run
 
 @dataclass
 class PredictResult:
-    table: pd.DataFrame  # path, prob_fake, prob_real, label
+    table: pd.DataFrame  # path, prob_fake, prob_real, label, in_domain, domain_distance, engine
     unreadable: list[tuple[str, str]]
 
 
@@ -46,7 +46,7 @@ def predict_paths(run: Run, inputs: list[str | Path], batch_size: int = 64,
     scores = run.score(paths=[i.path for i in ok], pillow_only=[not i.tf_decodable for i in ok],
                        batch_size=batch_size, tta=tta)
     bad = [(i.path, i.error) for i in infos if i.error is not None] + scores.skipped
-    table = scores.table()
+    table = scores.table().assign(engine=run.engine)
     return PredictResult(table, bad)
 
 

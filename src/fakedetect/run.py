@@ -65,12 +65,40 @@ class Scores:
                              "domain_distance": self.domain_distance})
 
 
-@dataclass
 class Run:
-    path: Path
-    model: object  # keras.Model
-    card: ModelCard
-    domain: DomainModel | None = None  # None: a run trained before domain models were fitted
+    """A trained run: its card, its domain model and the engine that computes its network.
+
+    The Keras model (``model``) is loaded on first use: on the ONNX Runtime engine, scoring never needs it (nor
+    TensorFlow) once the run's graph is cached (see :mod:`fakedetect.engine`)."""
+
+    def __init__(self, path: Path, model: object | None, card: ModelCard, domain: DomainModel | None = None,
+                 engine: str = "tensorflow", threads: int | None = None):
+        self.path, self.card, self.domain = Path(path), card, domain
+        self._model = model
+        self.engine = engine  # "tensorflow" or "onnxruntime" (resolved: never "auto")
+        self.onnx = None
+        if engine == "onnxruntime":
+            from fakedetect.engine import OnnxEngine
+
+            self.onnx = OnnxEngine(self.path, self.onnx_source, threads)
+
+    @property
+    def model(self):
+        """The Keras model (loaded in Keras' safe mode on first use)."""
+        if self._model is None:
+            from fakedetect.models.classifier import load_model
+
+            self._model = load_model(self.path / MODEL_FILE)
+        return self._model
+
+    def onnx_source(self, tta: bool, fr: Framing):
+        """The TensorFlow scoring function an ONNX graph of this run is made from."""
+        return scoring_function(self.model, tta, fr)
+
+    @property
+    def network(self):
+        """What computes the scoring function: the Keras model, or the run's ONNX Runtime engine."""
+        return self.onnx if self.onnx is not None else self.model
 
     @property
     def image_size(self) -> int:
@@ -110,12 +138,12 @@ class Run:
             raise ValueError("Run.score takes paths or images, not both")
         if paths is not None:
             names = [str(p) for p in paths]
-            raw, dist, crops = score_files(self.model, names, self.framing, batch_size, pillow_only, perturb,
+            raw, dist, crops = score_files(self.network, names, self.framing, batch_size, pillow_only, perturb,
                                            domain=self.domain, tta=tta, with_crops=True)
             view_raw: dict[str, np.ndarray] = {}
         else:
             names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-            raw, dist, view_raw, crops = score_images(self.model, images, self.framing, self.domain, views, tta)
+            raw, dist, view_raw, crops = score_images(self.network, images, self.framing, self.domain, views, tta)
         kept = np.flatnonzero(~np.isnan(raw))
         raw, dist = raw[kept], dist[kept] if dist is not None else None
         prob = self.calibrate(raw)
@@ -145,17 +173,24 @@ def check_run_dir(run_dir: str | Path) -> ModelCard:
     return ModelCard.read(run_dir)
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Loads ``model.keras`` (Keras safe mode) and ``model.json`` from a run folder.
+def load_run(run_dir: str | Path, engine: str = "tensorflow", threads: int | None = None) -> Run:
+    """Loads a run folder: its card, its domain model, and its scoring engine (see :mod:`fakedetect.engine`;
+    ``auto`` resolved here). On TensorFlow, ``model.keras`` is loaded now (Keras safe mode); on ONNX Runtime, only
+    if its graph must be made.
 
     Raises:
         RunError: the folder, the model or its card is missing.
+        EngineError: the engine asked for cannot run here.
     """
-    from fakedetect.models.classifier import load_model
+    from fakedetect.engine import choose_engine
 
     card = check_run_dir(run_dir)
-    return Run(Path(run_dir), load_model(Path(run_dir) / MODEL_FILE), card,
-               DomainModel.load(Path(run_dir) / DOMAIN_FILE))
+    run_dir = Path(run_dir)
+    engine = choose_engine(engine, run_dir, Framing(card.image_size, card.input, card.crops, card.crop_combine))
+    run = Run(run_dir, None, card, DomainModel.load(run_dir / DOMAIN_FILE), engine, threads)
+    if engine == "tensorflow":
+        run.model  # noqa: B018 (loads it: a broken model file fails here, not at the first image)
+    return run
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -166,9 +201,10 @@ def scoring_function(model, tta: bool = False, fr: Framing | None = None):
     per-view P(fake)): eager calls cost ~40% of the throughput on small images, and a new tf.function per call
     would trace again every time.
 
-    The features, from the same forward pass, are a list: the spatial mean of each backbone layer of
-    :func:`~fakedetect.models.classifier.feature_taps` (the domain check's depths), the last one being the pooled
-    features the head reads.
+    The features, from the same forward pass, are a list: the trace features of the input
+    (:func:`fakedetect.trace.trace_features`), then the spatial mean of each backbone layer of
+    :func:`~fakedetect.models.classifier.feature_taps`, the last one being the pooled features the head reads (the
+    domain check's depths; a domain model reads the last ones it was fitted on).
 
     Args:
         tta: test-time augmentation: P(fake) from the mean logit of the image and its mirror image (two forward
@@ -182,7 +218,10 @@ def scoring_function(model, tta: bool = False, fr: Framing | None = None):
     import tensorflow as tf
 
     from fakedetect.models.classifier import feature_taps, get_backbone
+    from fakedetect.trace import trace_features
 
+    if getattr(model, "engine", None) == "onnxruntime":
+        return model.scoring_function(tta, fr)
     k = fr.crops if fr is not None and fr.cropped else 0
     rule = fr.combine if k else ""
     fns = _COMPILED.setdefault(model, {})
@@ -194,7 +233,7 @@ def scoring_function(model, tta: bool = False, fr: Framing | None = None):
         def forward(x):
             maps = taps(x, training=False)
             pooled = pool(maps[-1])
-            return head(pooled), [tf.reduce_mean(m, axis=[1, 2]) for m in maps[:-1]] + [pooled]
+            return head(pooled), [trace_features(x), *[tf.reduce_mean(m, axis=[1, 2]) for m in maps[:-1]], pooled]
 
         def score(x):
             if k:

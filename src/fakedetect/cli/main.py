@@ -112,6 +112,18 @@ def tensorflow(verbose: int = 0) -> None:
     import_tensorflow(verbose=verbose > 0)
 
 
+def engine_option(fn):
+    """--engine: what computes the network when scoring (default $FAKEDETECT_ENGINE, else auto)."""
+    from fakedetect.engine import ENGINES
+
+    return click.option(
+        "--engine", type=click.Choice(ENGINES), default=lambda: os.environ.get("FAKEDETECT_ENGINE") or "auto",
+        show_default="auto, or $FAKEDETECT_ENGINE",
+        help="tensorflow, onnxruntime (the run's ONNX graph, made once and cached beside the run), or auto: "
+             "onnxruntime when installed and the graph can be had, else tensorflow. The scores agree within "
+             "1e-5.")(fn)
+
+
 def verbose_option(fn):
     return click.option("--verbose", "-v", count=True, help="Show TensorFlow's own log lines (-v).")(fn)
 

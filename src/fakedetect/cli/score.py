@@ -13,6 +13,7 @@ from fakedetect.cli.main import (
     POSITIVE,
     check_run,
     echo,
+    engine_option,
     friendly_errors,
     main,
     show_library_messages,
@@ -59,9 +60,10 @@ def _before_scoring(run_dir: Path, data: Path, out: Path | None, overwrite: bool
                    "compute).")
 @click.option("--max-per-class", type=click.IntRange(min=1),
               help="With several --data: score at most N images per class of each (a fixed-seed subset).")
+@engine_option
 @verbose_option
 @friendly_errors
-def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verbose):
+def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, engine, verbose):
     """Score RUN_DIR's model on a test folder: metrics.json, predictions.csv, plots, report.html.
 
     With several --data: one cross-dataset table of the run on every set (cross.csv, cross.md, cross.png,
@@ -72,13 +74,14 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verb
     if len(data) > 1:
         if tta:
             raise click.UsageError("--tta scores one test set: give one --data")
-        _cross([run_dir], data, out or run_dir / f"cross-{_now()}", overwrite, batch_size, max_per_class, verbose)
+        _cross([run_dir], data, out or run_dir / f"cross-{_now()}", overwrite, batch_size, max_per_class, verbose,
+               engine)
         return
     if max_per_class is not None:
         raise click.UsageError("--max-per-class is for several --data (a cross-dataset table); one test set is "
                                "scored whole")
     data = _before_scoring(run_dir, data[0], out, overwrite, verbose)
-    res = run_eval(run_dir, data, out, overwrite, batch_size, tta=tta)
+    res = run_eval(run_dir, data, out, overwrite, batch_size, tta=tta, engine=engine)
     echo("")
     echo(summary_table(res.metrics).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     cm = res.metrics["confusion_matrix"]
@@ -96,13 +99,14 @@ def evaluate(run_dir, data, out, overwrite, batch_size, tta, max_per_class, verb
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--max-per-class", type=click.IntRange(min=1),
               help="Score at most N images per class of each set (a fixed-seed subset).")
+@engine_option
 @verbose_option
 @friendly_errors
-def compare(run_dirs, data, out, overwrite, batch_size, max_per_class, verbose):
+def compare(run_dirs, data, out, overwrite, batch_size, max_per_class, engine, verbose):
     """Score every run on every test set: the cross-dataset table and heatmap (cross.csv, cross.md, cross.png,
     report.html). Images a run trained or validated on are left out of its cells."""
     _cross(list(run_dirs), data, out or Path("runs") / f"compare-{_now()}", overwrite, batch_size, max_per_class,
-           verbose)
+           verbose, engine)
 
 
 def _now() -> str:
@@ -111,7 +115,8 @@ def _now() -> str:
     return f"{dt.datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: int, max_per_class, verbose) -> None:
+def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: int, max_per_class, verbose,
+           engine: str = "tensorflow") -> None:
     """The checks (every run, the output folder, every data set: before any slow work), then the table."""
     from fakedetect.atomic import check_out_dir
     from fakedetect.data.archive import resolve_data, set_name
@@ -123,7 +128,7 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
     folders = [resolve_data(d) for d in datas]
     tensorflow(verbose)
     names = [set_name(d) for d in datas]  # the names given (an archive's, not its extraction folder's)
-    cells, sources, _ = cross_scores(run_dirs, folders, batch_size, max_per_class, names)
+    cells, sources, _ = cross_scores(run_dirs, folders, batch_size, max_per_class, names, engine)
     write_cross(out, cells, sources, overwrite)
     echo("")
     echo(markdown(long_table(cells, sources)))
@@ -138,14 +143,15 @@ def _cross(run_dirs: list[Path], datas, out: Path, overwrite: bool, batch_size: 
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--only", multiple=True, type=click.Choice([n for n in PERTURBATIONS if n != "clean"]),
               help="Run only these perturbations (repeatable), besides clean.")
+@engine_option
 @verbose_option
 @friendly_errors
-def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
+def robustness(run_dir, data, out, overwrite, batch_size, only, engine, verbose):
     """Re-score a test set under JPEG, blur, downscaling and same-format re-encoding of both classes."""
     from fakedetect.evaluation.robustness import robustness as run_rob
 
     data = _before_scoring(run_dir, data, out, overwrite, verbose)
-    res = run_rob(run_dir, data, out, overwrite, batch_size, list(only))
+    res = run_rob(run_dir, data, out, overwrite, batch_size, list(only), engine)
     echo("")
     echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="undefined"))
     echo(f"\ntable: {res.out_dir / ROBUSTNESS_CSV}\nplot:  {res.out_dir / ROBUSTNESS_PLOT}")
@@ -160,9 +166,10 @@ def robustness(run_dir, data, out, overwrite, batch_size, only, verbose):
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: score each image with its mirror image too (mean logit; twice the "
                    "compute).")
+@engine_option
 @verbose_option
 @friendly_errors
-def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
+def predict(run_dir, paths, out, batch_size, overwrite, tta, engine, verbose):
     """Score images and folders (recursively) with RUN_DIR's model: P(fake), P(real), label.
 
     Exits with status 1 when no readable image was found.
@@ -183,7 +190,7 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
     check_run(run_dir)
     expand_inputs(list(paths))  # a path that does not exist is an error before the model loads
     tensorflow(verbose)
-    run = load_run(run_dir)
+    run = load_run(run_dir, engine)
     res = predict_paths(run, list(paths), batch_size, tta=tta)
     for path, why in res.unreadable:
         click.echo(click.style(f"unreadable: {escape_controls(path)}: {why}", fg="yellow"), err=True)
@@ -197,7 +204,8 @@ def predict(run_dir, paths, out, batch_size, overwrite, tta, verbose):
         with pd.option_context("display.max_rows", None, "display.max_colwidth", 80):
             shown = res.table.assign(path=res.table["path"].map(escape_controls))  # no terminal escapes
             echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable")
+        echo(f"threshold {run.threshold:.4f}; {len(res.table)} scored, {len(res.unreadable)} unreadable; "
+             f"engine {run.engine}")
 
 
 @main.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fakedetect.cli.main import PORT, check_run, echo, friendly_errors, main, tensorflow, verbose_option
+from fakedetect.cli.main import PORT, check_run, echo, engine_option, friendly_errors, main, tensorflow, verbose_option
 
 
 def check_port(host: str, port: int) -> None:
@@ -29,6 +29,29 @@ def check_port(host: str, port: int) -> None:
                                        "(is another server using it? choose another --port)") from None
 
 
+def prepare_engine(run_dir: Path, engine: str, workers: int, verbose: int) -> str:
+    """Resolves ``auto``; for ONNX Runtime, makes the run's graph now (once, under a lock), before gunicorn starts
+    its workers, and gives each worker cores // workers intra-op threads unless $FAKEDETECT_ORT_THREADS is set."""
+    from fakedetect.card import ModelCard
+    from fakedetect.engine import OnnxEngine, choose_engine, cores
+    from fakedetect.framing import Framing
+
+    card = ModelCard.read(run_dir)
+    fr = Framing(card.image_size, card.input, card.crops, card.crop_combine)
+    engine = choose_engine(engine, run_dir, fr)
+    if engine == "onnxruntime":
+        os.environ.setdefault("FAKEDETECT_ORT_THREADS", str(max(1, cores() // workers)))
+        onnx = OnnxEngine(run_dir)
+        if onnx._find(False, fr) is None:
+            tensorflow(verbose)
+            from fakedetect.run import load_run
+
+            onnx.tf_function = load_run(run_dir).onnx_source
+            echo(f"fakedetect: making the ONNX graph of {run_dir} (once per model)")
+            onnx.graph(False, fr)
+    return engine
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -41,12 +64,14 @@ def check_port(host: str, port: int) -> None:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="gunicorn worker processes (each loads the model).")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+@engine_option
 @verbose_option
 @friendly_errors
-def serve(run_dir, host, port, allowed_hosts, workers, dev, verbose):
+def serve(run_dir, host, port, allowed_hosts, workers, dev, engine, verbose):
     """Serve the upload page and the JSON API for RUN_DIR's model (gunicorn)."""
     check_run(run_dir)
     check_port(host, port)
+    engine = prepare_engine(run_dir, engine, workers, verbose)
     # The name it binds is one clients use (an IP address is accepted anyway); names already set stay.
     names = [n for n in os.environ.get("FAKEDETECT_ALLOWED_HOSTS", "").split(",") if n] + [*allowed_hosts, host]
     os.environ["FAKEDETECT_ALLOWED_HOSTS"] = ",".join(names)
@@ -54,12 +79,14 @@ def serve(run_dir, host, port, allowed_hosts, workers, dev, verbose):
         tensorflow(verbose)
         from fakedetect.web import create_app
 
-        app = create_app(run_dir)
-        echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
+        app = create_app(run_dir, {"ENGINE": engine})
+        echo(f"fakedetect: serving {run_dir} ({engine}) at http://{host}:{port}/  (API: /api/v1/predict, health: "
+             "/healthz)")
         app.run(host=host, port=port, threaded=True)
         return
-    echo(f"fakedetect: serving {run_dir} at http://{host}:{port}/  (API: /api/v1/predict, health: /healthz)")
-    env = dict(os.environ, FAKEDETECT_RUN_DIR=str(Path(run_dir).resolve()))
+    echo(f"fakedetect: serving {run_dir} ({engine}) at http://{host}:{port}/  (API: /api/v1/predict, health: "
+         "/healthz)")
+    env = dict(os.environ, FAKEDETECT_RUN_DIR=str(Path(run_dir).resolve()), FAKEDETECT_ENGINE=engine)
     if verbose:
         env["FAKEDETECT_VERBOSE"] = "1"
     # No control socket: gunicorn would otherwise create ~/.gunicorn/gunicorn.ctl in the user's home.

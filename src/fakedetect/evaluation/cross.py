@@ -51,7 +51,8 @@ def run_name(run: Run) -> str:
 
 
 def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64, max_per_class: int | None = None,
-                 names: list[str] | None = None) -> tuple[list[Cell], dict[str, list[str]], list[str]]:
+                 names: list[str] | None = None, engine: str = "tensorflow"
+                 ) -> tuple[list[Cell], dict[str, list[str]], list[str]]:
     """Scores every test set with every run. Returns (cells, run name -> training sources, test set names).
 
     Args:
@@ -64,7 +65,7 @@ def cross_scores(run_dirs: list[Path], datas: list[Path], batch_size: int = 64, 
         splits[name] = load_test_split(data, max_per_class=max_per_class)
     cells, sources = [], {}
     for run_dir in run_dirs:
-        run = load_run(run_dir)
+        run = load_run(run_dir, engine)
         rname = unique_names(list(sources) + [run_name(run)])[-1]
         sources[rname] = run.card.source_names()
         for dname, split in splits.items():

@@ -149,7 +149,7 @@ def plan_out_dir(run_dir: Path, data: str | Path, out: str | Path | None, overwr
 
 
 def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
-             batch_size: int = 64, tta: bool = False) -> EvalResult:
+             batch_size: int = 64, tta: bool = False, engine: str = "tensorflow") -> EvalResult:
     """Evaluates a run on a test folder; writes metrics, predictions, report, plots and report.html.
 
     With ``tta``, every image is scored with its mirror image as well (see
@@ -161,7 +161,7 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
 
     from fakedetect import plots
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, engine)
     out_dir = plan_out_dir(Path(run_dir), data, out, overwrite)
     split = load_test_split(data)
     fresh_dir(out_dir, overwrite)
@@ -175,6 +175,7 @@ def evaluate(run_dir: str | Path, data: str | Path, out: str | Path | None = Non
     m["model"] = {k: getattr(run.card, k) for k in ("backbone", "weights", "image_size", "input", "crops",
                                                     "crop_combine", "threshold", "created")}
     m["model"]["run_dir"] = str(run.path.resolve())
+    m["model"]["engine"] = run.engine
     m["data"] = {"root": str(Path(data).resolve()), "split": split.name, "counts": split.counts()}
     m["evaluated"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
 

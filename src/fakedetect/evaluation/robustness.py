@@ -30,11 +30,11 @@ class RobustnessResult:
 
 
 def robustness(run_dir: str | Path, data: str | Path, out: str | Path | None = None, overwrite: bool = False,
-               batch_size: int = 64, only: list[str] | None = None) -> RobustnessResult:
+               batch_size: int = 64, only: list[str] | None = None, engine: str = "tensorflow") -> RobustnessResult:
     """Scores the test set once per perturbation; writes robustness.csv, robustness.json and robustness.png."""
     from fakedetect.plots import plot_robustness
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, engine)
     out_dir = plan_out_dir(Path(run_dir), data, out, overwrite, kind="robustness")
     split = load_test_split(data)
     todo = perturbations()
@@ -57,5 +57,5 @@ def robustness(run_dir: str | Path, data: str | Path, out: str | Path | None = N
         table.to_csv(tmp, index=False)
     plot_robustness(table.fillna(0.5), out_dir / ROBUSTNESS_PLOT)
     write_json(out_dir / ROBUSTNESS_JSON, {"run_dir": str(run.path.resolve()), "data": str(Path(data).resolve()),
-                                              "threshold": run.threshold, "results": rows})
+                                              "threshold": run.threshold, "engine": run.engine, "results": rows})
     return RobustnessResult(out_dir, table)

@@ -161,12 +161,13 @@ def fit_domain_model(model, train_split: Split, val_features: list[np.ndarray], 
     """Fits the density of the training images' features (see :mod:`fakedetect.domain`) with the threshold from
     the validation images' features, writes domain.npz and returns the model card's description of the domain."""
     from fakedetect.models.classifier import feature_taps
+    from fakedetect.trace import TRACE_DEPTH
 
     t0 = time.perf_counter()
     fit = train_split.take(_domain_sample(len(train_split), cfg.seed + 1))
     _, f_fit, pos = score_split(model, fit, size, cfg.batch_size, "features of training images (domain)")
     groups = np.asarray(fit.labels)[pos] + 2 * np.asarray(fit.sources)[pos]
-    domain = fit_domain(f_fit, groups, val_features, names=feature_taps(model))
+    domain = fit_domain(f_fit, groups, val_features, names=[TRACE_DEPTH, *feature_taps(model)])
     domain.save(run_dir / DOMAIN_FILE)
     n_val = len(val_features[0]) if val_features else 0
     side = np.sqrt(np.asarray(train_split.pixels, np.float64))

@@ -39,7 +39,8 @@ MAX_REQUEST_PIXELS = 128_000_000
 def create_app(run_dir: str | Path | None = None, config: dict | None = None) -> Flask:
     """Builds the app for the run in ``run_dir`` (or config["RUN_DIR"]).
 
-    Config keys: RUN_DIR; MAX_CONTENT_LENGTH (bytes; default 20 MB, or $FAKEDETECT_MAX_UPLOAD_MB);
+    Config keys: RUN_DIR; ENGINE (tensorflow, onnxruntime or auto; default $FAKEDETECT_ENGINE, else tensorflow:
+    see :mod:`fakedetect.engine`); MAX_CONTENT_LENGTH (bytes; default 20 MB, or $FAKEDETECT_MAX_UPLOAD_MB);
     API_TOKEN (if set, /api/ requires "Authorization: Bearer TOKEN"; default $FAKEDETECT_API_TOKEN);
     ALLOWED_HOSTS (host names the Host header may carry besides IP addresses; default localhost, this machine's
     names and the comma-separated $FAKEDETECT_ALLOWED_HOSTS; "*": any); MAX_REQUEST_PIXELS (decoded pixels of
@@ -58,7 +59,8 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
     app.config.update(config or {})
     if not app.config["RUN_DIR"]:
         raise ValueError("create_app needs a run folder (run_dir or config['RUN_DIR'])")
-    app.extensions["fakedetect"] = Scorer(load_run(app.config["RUN_DIR"]))
+    engine = app.config.get("ENGINE") or os.environ.get("FAKEDETECT_ENGINE") or "tensorflow"
+    app.extensions["fakedetect"] = Scorer(load_run(app.config["RUN_DIR"], engine))
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")

@@ -6,6 +6,7 @@ import base64
 import io
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,7 +153,9 @@ class Scorer:
 
         from fakedetect.data.pipeline import resize
 
+        t0 = time.perf_counter()
         img = self.decode(c)
+        t1 = time.perf_counter()
         fr = self.run.framing
         if fr.cropped:
             # Crop mode: the variants are made of each of the image's K crops (K x S x S px whatever the upload's
@@ -165,8 +168,11 @@ class Scorer:
             # The mild variants, made outside the lock from a copy at most VARIANT_MAX_SIDE px on its longer side.
             small = tf.constant(variant_source(img, self.run.image_size))
             variants = {name: make(small) for name, make in mild_variants().items()}
+        t2 = time.perf_counter()
         with self._lock:
+            t3 = time.perf_counter()
             s = self.run.score(images=[img], names=[c.filename], views=lambda _: variants)
+        t4 = time.perf_counter()
         prob, t = float(s.prob_fake[0]), self.run.threshold
         scores = {name: float(v[0]) for name, v in s.views.items()}
         flips = [name for name, p in scores.items() if (p >= t) != (prob >= t)]
@@ -182,8 +188,12 @@ class Scorer:
             "in_domain": s.in_domain[0], "domain_distance": s.domain_distance[0],
             "image": c.facts,
             "input": fr.describe(),
+            "engine": self.run.engine,
             # what the model has seen, and what it measured on generators it had not seen
             "claims": self.run.card.claims(),
+            # where this upload's time went, in milliseconds (scoring: framing, the network and the domain check)
+            "timing_ms": {"decode": 1000 * (t1 - t0), "variants": 1000 * (t2 - t1), "waiting": 1000 * (t3 - t2),
+                          "scoring": 1000 * (t4 - t3)},
         }
         if fr.cropped:
             boxes, windows = crop_boxes(img.shape[0], img.shape[1], fr)
@@ -198,6 +208,7 @@ class Scorer:
                 out["heatmap_png"] = self.heatmap_overlay(img, x, box=out["crops"][lead], window=windows[lead])
             else:
                 out["heatmap_png"] = self.heatmap_overlay(img, tf.expand_dims(resize(img, self.run.image_size), 0))
+            out["timing_ms"]["explanation"] = 1000 * (time.perf_counter() - t4)
         return out
 
     def gradcam(self, x) -> np.ndarray:

@@ -9,6 +9,7 @@
   const heatmap = document.getElementById("heatmap");
   const showHeat = document.getElementById("showheat");
   let previewUrl = null;
+  let current = null;  // the file shown: its heatmap is asked for only when the person switches it on
 
   function setStatus(text, isError) {
     status.textContent = text;
@@ -78,8 +79,8 @@
     variants.innerHTML = "";
     row(variants, "as uploaded", "P(fake) " + pct(fake));
     for (const [name, p] of Object.entries(r.variants)) row(variants, name, "P(fake) " + pct(p));
-    if (r.heatmap_png) { heatmap.src = r.heatmap_png; }
-    showHeat.disabled = !r.heatmap_png;
+    showHeat.disabled = false;
+    showHeat.checked = false;
     applyHeat();
     result.hidden = false;
   }
@@ -90,21 +91,49 @@
     preview.hidden = !!on;
   }
 
+  function headers() {
+    // When the server was started with FAKEDETECT_API_TOKEN, ask for the token once per tab.
+    const h = {};
+    const token = sessionStorage.getItem("fakedetect-token");
+    if (token) h["Authorization"] = "Bearer " + token;
+    return h;
+  }
+
+  async function explain() {
+    // Grad-CAM costs a pass with gradients (and TensorFlow on the server): only when asked for.
+    if (!showHeat.checked || heatmap.src || !current) { applyHeat(); return; }
+    const file = current;
+    const body = new FormData();
+    body.append("image", file);
+    setStatus("Computing the heatmap\u2026", false);
+    try {
+      const resp = await fetch("/api/v1/predict?explain=1", { method: "POST", body: body, headers: headers() });
+      const data = await resp.json().catch(() => ({ error: "the server answered " + resp.status }));
+      if (file !== current) return;  // another image was chosen meanwhile
+      if (!resp.ok || !data.results[0].heatmap_png) {
+        setStatus(data.error || ("no heatmap: error " + resp.status), true);
+        return;
+      }
+      heatmap.src = data.results[0].heatmap_png;
+      setStatus("Done: " + file.name, false);
+    } catch (err) {
+      setStatus("Could not reach the server: " + err, true);
+    }
+    applyHeat();
+  }
+
   async function analyse(file) {
     if (!file) return;
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
     preview.src = previewUrl;
     heatmap.removeAttribute("src");
+    current = file;
     setStatus("Analysing " + file.name + "\u2026", false);
     const body = new FormData();
     body.append("image", file);
     try {
-      // When the server was started with FAKEDETECT_API_TOKEN, ask for the token once per tab.
-      const headers = {};
-      const token = sessionStorage.getItem("fakedetect-token");
-      if (token) headers["Authorization"] = "Bearer " + token;
-      const resp = await fetch("/api/v1/predict?explain=1", { method: "POST", body: body, headers: headers });
+      const resp = await fetch("/api/v1/predict", { method: "POST", body: body, headers: headers() });
       if (resp.status === 401) {
         const given = window.prompt("This server needs an API token:");
         if (given) {
@@ -126,7 +155,7 @@
   }
 
   input.addEventListener("change", () => analyse(input.files[0]));
-  showHeat.addEventListener("change", applyHeat);
+  showHeat.addEventListener("change", explain);
   form.addEventListener("submit", (e) => { e.preventDefault(); analyse(input.files[0]); });
   ["dragenter", "dragover"].forEach((t) => form.addEventListener(t, (e) => {
     e.preventDefault(); form.classList.add("over");
