@@ -76,12 +76,14 @@ def onnxruntime_installed() -> bool:
 
 
 def converter_version() -> str | None:
-    """tf2onnx's version, or None when it is not installed (a graph cannot then be made, only read)."""
+    """tf2onnx's version, or None when it is not installed (a graph cannot then be made, only read). Read from the
+    package's metadata: importing tf2onnx would import TensorFlow."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import tf2onnx
-    except ImportError:
+        return version("tf2onnx")
+    except PackageNotFoundError:
         return None
-    return str(tf2onnx.__version__)
 
 
 def model_hash(run_dir: str | Path) -> str:

@@ -214,14 +214,14 @@ def scoring_function(model, tta: bool = False, fr: Framing | None = None):
             and its features the mean of the crops' features; the per-view P(fake) is then B x K (each crop's),
             otherwise B x 1.
     """
+    if getattr(model, "engine", None) == "onnxruntime":  # the run's ONNX Runtime engine: no TensorFlow
+        return model.scoring_function(tta, fr)
     import keras
     import tensorflow as tf
 
     from fakedetect.models.classifier import feature_taps, get_backbone
     from fakedetect.trace import trace_features
 
-    if getattr(model, "engine", None) == "onnxruntime":
-        return model.scoring_function(tta, fr)
     k = fr.crops if fr is not None and fr.cropped else 0
     rule = fr.combine if k else ""
     fns = _COMPILED.setdefault(model, {})
@@ -314,9 +314,15 @@ def score_files(model, paths: list[str], image_size: int | Framing, batch_size: 
     return (out, dist, crops) if with_crops else (out, dist)
 
 
-def framed(img, fr: Framing):
+def framed(img, fr: Framing, numpy: bool = False):
     """A decoded image framed for the model (see :func:`fakedetect.data.pipeline.frame`); in crop mode, a stack of
-    K crops (K x S x S x 3) is taken as framed already."""
+    K crops (K x S x S x 3) is taken as framed already. ``numpy``: framed without TensorFlow
+    (:func:`fakedetect.pixels.frame`), for the ONNX Runtime engine."""
+    if numpy:
+        from fakedetect import pixels
+
+        img = np.asarray(img)
+        return img.astype(np.float32) if fr.cropped and img.ndim == 4 else pixels.frame(img, fr)
     import tensorflow as tf
 
     from fakedetect.data.pipeline import frame
@@ -332,10 +338,10 @@ def score_images(model, images: Sequence, image_size: int | Framing, domain: Dom
     """(uncalibrated P(fake), domain distance or None, {view: uncalibrated P(fake)}, each crop's uncalibrated
     P(fake): images x K, x 1 in resize mode) of decoded uint8 images, one forward pass per image with its views
     (``views(image)`` -> {name: uint8 image}), each framed as the image is (in crop mode a view may come framed
-    already, K x S x S x 3: variants made per crop)."""
-    import tensorflow as tf
-
+    already, K x S x S x 3: variants made per crop). On the ONNX Runtime engine, without TensorFlow (numpy
+    framing, :mod:`fakedetect.pixels`)."""
     fr = framing(image_size)
+    numpy = getattr(model, "engine", None) == "onnxruntime"
     fn = scoring_function(model, tta, fr)
     raw = np.full(len(images), np.nan)
     dist = np.full(len(images), np.nan) if domain is not None else None
@@ -343,7 +349,13 @@ def score_images(model, images: Sequence, image_size: int | Framing, domain: Dom
     view_raw: dict[str, np.ndarray] = {}
     for i, img in enumerate(images):
         extra = views(img) if views is not None else {}
-        batch = tf.stack([framed(v, fr) for v in [img, *extra.values()]])
+        views_framed = [framed(v, fr, numpy) for v in [img, *extra.values()]]
+        if numpy:
+            batch = np.stack(views_framed)
+        else:
+            import tensorflow as tf
+
+            batch = tf.stack(views_framed)
         p, feats, per_view = fn(batch)
         p = np.asarray(p, dtype=np.float64).reshape(-1)
         raw[i] = p[0]

@@ -30,8 +30,13 @@ def decode_bytes(data: tf.Tensor) -> tf.Tensor:
     """Decodes encoded image bytes (JPEG, PNG, GIF, WebP) as uint8 HxWx3: first GIF frame, alpha dropped.
 
     Only for still images: an animation's bytes go to Pillow (``ImageInfo.tf_decodable`` is False for them).
+    A JPEG is decoded with libjpeg's accurate integer IDCT (TensorFlow's default is the fast one, up to 5 grey
+    levels away): the pixels every other decoder gives (Pillow's exactly), so that scoring without TensorFlow
+    (:mod:`fakedetect.pixels`) sees the same image.
     """
-    return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    return tf.cond(tf.io.is_jpeg(data),
+                   lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                   lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8))
 
 
 def decode_image(path: tf.Tensor, pillow_only: tf.Tensor) -> tf.Tensor:

@@ -13,8 +13,9 @@ def jpeg_reencode(q: int):
     """A function re-encoding a uint8 image as JPEG of quality ``q``."""
     import tensorflow as tf
 
-    def f(img):
-        return tf.ensure_shape(tf.image.adjust_jpeg_quality(img, q), [None, None, 3])
+    def f(img):  # adjust_jpeg_quality, decoded with the accurate IDCT as data.pipeline.decode_bytes decodes
+        data = tf.io.encode_jpeg(img, quality=q)
+        return tf.ensure_shape(tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"), [None, None, 3])
 
     return f
 

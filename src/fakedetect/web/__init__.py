@@ -111,6 +111,8 @@ def create_app_from_env() -> Flask:
     if not run_dir:
         raise RuntimeError("set FAKEDETECT_RUN_DIR to a run folder")
 
-    # Each gunicorn worker imports TensorFlow: without `serve -v`, its start-up notices stay out of the log.
-    import_tensorflow(verbose=os.environ.get("FAKEDETECT_VERBOSE") == "1")
+    # Each gunicorn worker on TensorFlow imports it: without `serve -v`, its start-up notices stay out of the log.
+    # On ONNX Runtime a worker imports it only for its first explanation (Grad-CAM).
+    if os.environ.get("FAKEDETECT_ENGINE") != "onnxruntime":
+        import_tensorflow(verbose=os.environ.get("FAKEDETECT_VERBOSE") == "1")
     return create_app(run_dir)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fakedetect import pixels
 from fakedetect.data.checks import ImageInfo, check_bytes, open_image
 from fakedetect.data.transforms import downscale, jpeg_reencode
 from fakedetect.framing import crop_boxes
@@ -44,8 +45,11 @@ def variant_source(img, image_size: int):
     return np.asarray(im)
 
 
-def mild_variants() -> dict:
-    """Name -> transform of the mild variants an upload is re-scored under (a verdict that flips is uncertain)."""
+def mild_variants(numpy: bool = False) -> dict:
+    """Name -> transform of the mild variants an upload is re-scored under (a verdict that flips is uncertain);
+    ``numpy``: the same without TensorFlow (:mod:`fakedetect.pixels`), for the ONNX Runtime engine."""
+    if numpy:
+        return {"re-encoded as JPEG 90": pixels.jpeg_reencode(90), "resized to 75% and back": pixels.downscale(0.75)}
     return {"re-encoded as JPEG 90": jpeg_reencode(90), "resized to 75% and back": downscale(0.75)}
 
 
@@ -112,9 +116,14 @@ def check_upload(data: bytes, filename: str = "") -> Checked:
 
 
 class Scorer:
-    """Holds the run; scores uploads through :meth:`Run.score`, one at a time (one per process)."""
+    """Holds the run; scores uploads through :meth:`Run.score`, one at a time (one per process).
+
+    On the ONNX Runtime engine nothing of an upload's scoring needs TensorFlow: decoding (Pillow), framing and the
+    variants (:mod:`fakedetect.pixels`) and the network; TensorFlow and the Keras model are loaded on the first
+    explanation (Grad-CAM needs gradients)."""
     def __init__(self, run: Run):
         self.run = run
+        self.numpy = run.engine == "onnxruntime"
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
@@ -124,6 +133,14 @@ class Scorer:
             UploadError: the decoder rejects bytes that Pillow's check accepted (e.g. junk before a JPEG's
                 end-of-image marker, which libjpeg in TensorFlow refuses and Pillow tolerates).
         """
+        if self.numpy or c.pillow_only:
+            try:
+                img = pixels.decode(c.data) if self.numpy else None
+            except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable upload
+                reason = str(e).split("\n")[0] or type(e).__name__
+                raise UploadError(f"{_label(c.filename)}: corrupt image: Pillow could not decode it ({reason})") from e
+            if img is not None:
+                return img
         import tensorflow as tf
 
         from fakedetect.data.pipeline import decode_bytes
@@ -149,23 +166,31 @@ class Scorer:
         Raises:
             UploadError: the image cannot be decoded (see :meth:`decode`).
         """
-        import tensorflow as tf
-
-        from fakedetect.data.pipeline import resize
-
         t0 = time.perf_counter()
         img = self.decode(c)
         t1 = time.perf_counter()
         fr = self.run.framing
-        if fr.cropped:
+        if self.numpy:
+            crops = pixels.frame(img, fr).astype(np.uint8) if fr.cropped else None
+            if fr.cropped:
+                variants = {name: np.stack([make(crop) for crop in crops])
+                            for name, make in mild_variants(numpy=True).items()}
+            else:
+                small = variant_source(img, self.run.image_size)
+                variants = {name: make(small) for name, make in mild_variants(numpy=True).items()}
+        elif fr.cropped:
             # Crop mode: the variants are made of each of the image's K crops (K x S x S px whatever the upload's
             # size), outside the lock; the image's crops are scored with them in one pass.
+            import tensorflow as tf
+
             from fakedetect.data.pipeline import scoring_crops
 
             crops = tf.cast(scoring_crops(img, fr), tf.uint8)
             variants = {name: tf.stack([make(crop) for crop in crops]) for name, make in mild_variants().items()}
         else:
             # The mild variants, made outside the lock from a copy at most VARIANT_MAX_SIDE px on its longer side.
+            import tensorflow as tf
+
             small = tf.constant(variant_source(img, self.run.image_size))
             variants = {name: make(small) for name, make in mild_variants().items()}
         t2 = time.perf_counter()
@@ -203,6 +228,10 @@ class Scorer:
             out["crops"] = [{**box, "prob_fake": p} for box, p in zip(boxes, probs, strict=True)]
             out["decided_by_crop"] = lead
         if explain:
+            import tensorflow as tf
+
+            from fakedetect.data.pipeline import resize
+
             if fr.cropped:
                 x = tf.cast(crops[lead][None], tf.float32)
                 out["heatmap_png"] = self.heatmap_overlay(img, x, box=out["crops"][lead], window=windows[lead])

@@ -1,0 +1,107 @@
+"""The web app's image work without TensorFlow: decoding, framing and the mild variants in numpy and Pillow.
+
+On the ONNX Runtime engine a `serve` worker scores uploads without loading TensorFlow (about 800 MB a worker).
+Its preprocessing then has to be TensorFlow's, computed otherwise:
+
+- resizing is ``tf.image.resize(..., "bilinear", antialias=True)`` written out: TensorFlow's scale-and-translate
+  with a triangle kernel widened by the scale when shrinking, as one weight matrix per axis (:func:`resize`);
+  without antialias it is TensorFlow's half-pixel bilinear resize, the same matrices with the kernel unscaled;
+- crops are :func:`fakedetect.framing.crop_offsets` of the image mirrored out by
+  :func:`fakedetect.framing.mirror_index`, as ``data.pipeline`` cuts them;
+- decoding and the JPEG 90 variant use Pillow's libjpeg, not TensorFlow's: the pixels can differ by a grey level
+  here and there. ``benchmarks/engine_preprocessing.py`` bounds what that changes in P(fake) on real images, apart
+  from the engine's own difference.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import numpy as np
+
+from fakedetect.framing import Framing, crop_offsets, mirror_index
+
+
+@functools.lru_cache(maxsize=64)
+def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """(n_out, n_in) weights of TensorFlow's bilinear resize along one axis (half-pixel centres; a triangle
+    kernel, widened by n_in / n_out when shrinking with ``antialias``; rows normalised to sum 1), computed in
+    float32 as TensorFlow computes them: its scale is a float32, and the sampling positions' rounding moves the
+    output by up to a thousandth of a grey level otherwise."""
+    f32 = np.float32
+    if antialias:  # scale_and_translate: scale = out / in, sampling at (x + 0.5) / scale
+        inv_scale = f32(1.0) / (f32(n_out) / f32(n_in))
+        kernel_scale = max(inv_scale, f32(1.0))
+    else:  # ResizeBilinear with half-pixel centres: (x + 0.5) * (in / out)
+        inv_scale, kernel_scale = f32(n_in) / f32(n_out), f32(1.0)
+    w = np.zeros((n_out, n_in), np.float32)
+    for x in range(n_out):
+        sample = (f32(x) + f32(0.5)) * inv_scale
+        if sample < 0 or sample > n_in:
+            continue
+        start = int(np.ceil(sample - kernel_scale - f32(0.5)))
+        end = int(np.floor(sample + kernel_scale - f32(0.5)))
+        start, end = min(max(start, 0), n_in - 1), min(max(end, 0), n_in - 1) + 1
+        src = np.arange(start, end, dtype=np.float32)
+        k = np.maximum(f32(0.0), f32(1.0) - np.abs((src + f32(0.5) - sample) * (f32(1.0) / kernel_scale)))
+        total = k.sum(dtype=np.float32)
+        w[x, start:end] = k / total if total > 0 else k
+    return w
+
+
+def resize(img: np.ndarray, height: int, width: int, antialias: bool = True) -> np.ndarray:
+    """An H x W x 3 image resized as ``tf.image.resize(img, (height, width), "bilinear", antialias)`` does
+    (float32, not clipped)."""
+    h, w = img.shape[:2]
+    wh, ww = resize_weights(h, height, antialias), resize_weights(w, width, antialias)
+    out = np.empty((height, width, img.shape[2]), np.float32)
+    for c in range(img.shape[2]):  # one channel at a time: one float copy of a large image at most
+        out[..., c] = wh @ img[..., c].astype(np.float32) @ ww.T
+    return out
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Encoded bytes as a uint8 H x W x 3 array (first frame of an animation; alpha dropped; grey -> RGB)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def frame(img: np.ndarray, fr: Framing) -> np.ndarray:
+    """A decoded uint8 image as the model scores it (float32 0..255): resized to S x S, or its K crops
+    (K x S x S x 3) at native resolution, as ``data.pipeline.frame`` makes them."""
+    s = fr.size
+    if not fr.cropped:
+        return np.clip(resize(img, s, s), 0.0, 255.0)
+    h, w = img.shape[:2]
+    if h < s or w < s:
+        img = img[mirror_index(h, max(h, s))][:, mirror_index(w, max(w, s))]
+        h, w = img.shape[:2]
+    return np.stack([img[t:t + s, u:u + s] for t, u in crop_offsets(h, w, s, fr.crops)]).astype(np.float32)
+
+
+def jpeg_reencode(q: int):
+    """A function re-encoding a uint8 image as JPEG of quality ``q`` (Pillow; 4:2:0 as TensorFlow encodes)."""
+    def f(img: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(img, np.uint8)).save(buf, "JPEG", quality=q, subsampling="4:2:0")
+        return decode(buf.getvalue())
+
+    return f
+
+
+def downscale(factor: float):
+    """A function shrinking a uint8 image by ``factor`` and resizing it back, as
+    :func:`fakedetect.data.transforms.downscale` does."""
+    def f(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        sh, sw = max(int(round(h * factor)), 1), max(int(round(w * factor)), 1)
+        small = resize(img, sh, sw, antialias=True)
+        back = resize(small, h, w, antialias=False)
+        return np.round(np.clip(back, 0, 255)).astype(np.uint8)
+
+    return f

@@ -1,0 +1,78 @@
+"""The web app's preprocessing without TensorFlow (fakedetect.pixels) against TensorFlow's, pixel for pixel."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from fakedetect import pixels
+from fakedetect.data.pipeline import decode_bytes, frame
+from fakedetect.data.transforms import downscale, jpeg_reencode
+from fakedetect.framing import Framing
+
+rng = np.random.default_rng(0)
+IMG = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", [(48, 48), (128, 128), (35, 200), (70, 90), (300, 17)])
+@pytest.mark.parametrize("antialias", [True, False])
+def test_resize_is_tensorflows(size, antialias):
+    want = tf.image.resize(tf.cast(IMG, tf.float32), size, antialias=antialias).numpy()
+    assert np.abs(pixels.resize(IMG, *size, antialias=antialias) - want).max() < 1e-4  # float32 rounding
+
+
+@pytest.mark.parametrize("fr", [Framing(48, "resize"), Framing(32, "crop", 5, "mean"), Framing(32, "crop", 9, "max"),
+                                Framing(96, "crop", 5, "mean")])  # 96: the image is mirrored out first
+def test_frame_is_the_pipelines(fr):
+    want = frame(tf.constant(IMG), fr).numpy()
+    got = pixels.frame(IMG, fr)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-4
+
+
+def _encoded(fmt: str, img=IMG) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_decoding_is_tensorflows(fmt):
+    data = _encoded(fmt)
+    np.testing.assert_array_equal(pixels.decode(data), decode_bytes(tf.constant(data)).numpy())
+
+
+def test_the_variants_are_tensorflows():
+    np.testing.assert_array_equal(pixels.downscale(0.75)(IMG), downscale(0.75)(tf.constant(IMG)).numpy())
+    ours, theirs = pixels.jpeg_reencode(90)(IMG), jpeg_reencode(90)(tf.constant(IMG)).numpy()
+    assert np.abs(ours.astype(int) - theirs).max() <= 1  # two libjpeg encoders, one accurate decoder
+
+
+def test_the_api_on_onnxruntime_loads_no_tensorflow_until_an_explanation(calibrated_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from fakedetect.run import load_run
+
+    run = load_run(calibrated_run, "onnxruntime")
+    run.onnx.graph(False, run.framing)  # made here (TensorFlow), as `serve` makes it before its workers start
+    (tmp_path / "up.jpg").write_bytes(_encoded("JPEG"))
+    script = f"""
+import io, sys
+from fakedetect.web import create_app
+client = create_app({str(calibrated_run)!r}, {{"TESTING": True, "ENGINE": "onnxruntime"}}).test_client()
+data = open({str(tmp_path / "up.jpg")!r}, "rb").read()
+r = client.post("/api/v1/predict", data={{"image": (io.BytesIO(data), "up.jpg")}})
+res = r.json["results"][0]
+print(r.status_code, res["engine"], len(res["variants"]), "tensorflow" in sys.modules, "keras" in sys.modules)
+r = client.post("/api/v1/predict?explain=1", data={{"image": (io.BytesIO(data), "up.jpg")}})
+print(r.status_code, r.json["results"][0]["heatmap_png"][:22], "tensorflow" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2:] == ["200 onnxruntime 2 False False", "200 data:image/png;base64, True"], out.stderr[-2000:]
