@@ -49,7 +49,8 @@ def test_decoding_is_tensorflows(fmt):
 
 
 def test_the_variants_are_tensorflows():
-    np.testing.assert_array_equal(pixels.downscale(0.75)(IMG), downscale(0.75)(tf.constant(IMG)).numpy())
+    diff = np.abs(pixels.downscale(0.75)(IMG).astype(int) - downscale(0.75)(tf.constant(IMG)).numpy())
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # rounding to uint8 at a float32 tie, now and then
     ours, theirs = pixels.jpeg_reencode(90)(IMG), jpeg_reencode(90)(tf.constant(IMG)).numpy()
     assert np.abs(ours.astype(int) - theirs).max() <= 1  # two libjpeg encoders, one accurate decoder
 

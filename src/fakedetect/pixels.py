@@ -50,14 +50,24 @@ def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
     return w
 
 
+@functools.lru_cache(maxsize=64)
+def _sparse(n_in: int, n_out: int, antialias: bool):
+    """:func:`resize_weights` as a sparse matrix: a row has a few weights (about 2 x n_in / n_out when shrinking),
+    so a product costs that many multiplications per output pixel, not n_in."""
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix(resize_weights(n_in, n_out, antialias))
+
+
 def resize(img: np.ndarray, height: int, width: int, antialias: bool = True) -> np.ndarray:
     """An H x W x 3 image resized as ``tf.image.resize(img, (height, width), "bilinear", antialias)`` does
     (float32, not clipped)."""
     h, w = img.shape[:2]
-    wh, ww = resize_weights(h, height, antialias), resize_weights(w, width, antialias)
+    wh, ww = _sparse(h, height, antialias), _sparse(w, width, antialias)
     out = np.empty((height, width, img.shape[2]), np.float32)
     for c in range(img.shape[2]):  # one channel at a time: one float copy of a large image at most
-        out[..., c] = wh @ img[..., c].astype(np.float32) @ ww.T
+        rows = np.asarray(wh @ img[..., c].astype(np.float32), np.float32)  # height x w
+        out[..., c] = np.asarray(ww @ rows.T, np.float32).T
     return out
 
 
