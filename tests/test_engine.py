@@ -21,14 +21,18 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
 TOL = 1e-5
+# The API on ONNX Runtime also frames without TensorFlow (fakedetect.pixels: within 6e-5 grey levels of it), which
+# this 48 px test model turns into up to ~3e-5 of P(fake): the API's bound covers preprocessing and engine together.
+API_TOL = 1e-4
 
 
-def agree(a: dict, b: dict, threshold: float, keys=("prob_fake", "domain_distance")) -> int:
-    """Asserts two rows agree (numbers within TOL; label, in_domain exactly unless within TOL of the threshold);
+def agree(a: dict, b: dict, threshold: float, tol: float = TOL) -> int:
+    """Asserts two rows agree (P(fake) within ``tol``; the domain distance, a sum of Mahalanobis distances of the
+    order of 1-4, within ``tol`` relative; label, in_domain exactly unless within ``tol`` of the threshold);
     returns 1 when the row was that close to the threshold (excluded from the exact checks), else 0."""
-    for k in keys:
-        assert a[k] == pytest.approx(b[k], abs=TOL), k
-    if abs(a["prob_fake"] - threshold) < TOL:
+    assert a["prob_fake"] == pytest.approx(b["prob_fake"], abs=tol)
+    assert a["domain_distance"] == pytest.approx(b["domain_distance"], rel=tol)
+    if abs(a["prob_fake"] - threshold) < tol:
         return 1
     assert a["label"] == b["label"] and a["in_domain"] == b["in_domain"]
     return 0
@@ -73,7 +77,7 @@ def test_evaluate_and_tta_agree_on_both_engines(engine_run, tiny_data, tmp_path)
         preds[engine] = pd.read_csv(out / "predictions.csv")
     a, b = preds["tensorflow"], preds["onnxruntime"]
     assert np.abs(a["prob_fake"] - b["prob_fake"]).max() < TOL
-    assert np.abs(a["domain_distance"] - b["domain_distance"]).max() < TOL
+    assert (np.abs(a["domain_distance"] - b["domain_distance"]) / a["domain_distance"]).max() < TOL
     clear = np.abs(a["prob_fake"] - 0.4) >= TOL
     assert (a["predicted"][clear] == b["predicted"][clear]).all() and (a["in_domain"] == b["in_domain"]).all()
 
@@ -97,10 +101,10 @@ def test_the_api_agrees_on_both_engines_variants_included(engine_run):
         answers[engine] = r.json["results"]
         assert {res["engine"] for res in r.json["results"]} == {engine}
     for a, b in zip(answers["tensorflow"], answers["onnxruntime"], strict=True):
-        if not agree(a, b, a["threshold"]):
+        if not agree(a, b, a["threshold"], API_TOL):
             assert a["uncertain"] == b["uncertain"]
         for name, p in a["variants"].items():
-            assert b["variants"][name] == pytest.approx(p, abs=TOL)
+            assert b["variants"][name] == pytest.approx(p, abs=API_TOL)
 
 
 def test_the_graph_is_found_again_without_tensorflow_and_a_new_model_is_never_read_stale(engine_run, tmp_path):

@@ -15,7 +15,7 @@ PACKAGE = SRC / "fakedetect"
 # The layers of docs/ARCHITECTURE.md, lowest first: a module may import its own layer's modules and lower ones.
 LAYERS = [
     ["fakedetect", "errors", "paths", "quiet", "progress", "runfolder", "atomic", "metrics", "domain", "plots",
-     "framing", "generators", "trace", "engine"],
+     "framing", "generators", "trace", "engine", "pixels"],
     ["models"],
     ["config", "card"],
     ["data"],

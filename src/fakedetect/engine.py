@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("tensorflow", "onnxruntime", "auto")
 ONNX_OPSET = 17
-GRAPH_VERSION = 1  # bump when scoring_function's inputs or outputs change (trace features, taps, crops)
+GRAPH_VERSION = 2  # bump when scoring_function's inputs or outputs change (trace features, taps, crops)
 ENGINE_DIR = "engine"  # in a run folder, and in the cache
 
 
@@ -160,7 +160,7 @@ class OnnxEngine:
         converter = converter_version()
         if converter is None:
             raise EngineError(f"no ONNX graph of {self.run_dir} ({variant_name(tta, fr)}) is cached and tf2onnx, "
-                              'which makes one, is not installed: pip install -e ".[onnx]", or score with '
+                              "which makes one, is not installed: pip install tf2onnx, or score with "
                               "--engine tensorflow")
         folder = self.run_dir / ENGINE_DIR
         if not _writable(folder):
@@ -242,7 +242,7 @@ def choose_engine(name: str, run_dir: str | Path | None = None, fr: Framing | No
         if name == "auto":
             return "tensorflow"
         raise EngineError('--engine onnxruntime needs the onnxruntime package: pip install onnxruntime '
-                          '(or pip install -e ".[onnx]"), or score with --engine tensorflow')
+                          "(part of fakedetect's default install), or score with --engine tensorflow")
     if name == "auto" and converter_version() is None:
         cached = run_dir is not None and fr is not None and OnnxEngine(run_dir)._find(False, fr) is not None
         return "onnxruntime" if cached else "tensorflow"

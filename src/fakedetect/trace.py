@@ -68,40 +68,42 @@ def trace_features(x):
     corrs = tf.stack([corr(0, 1), corr(1, 2), corr(0, 2)], axis=1)
 
     # The spectrum of the grey image, windowed: a DFT by matrix products (plain MatMul for every engine; at these
-    # sizes as fast as an FFT), constants built once per input size.
+    # sizes as fast as an FFT), constants built once per input size. In float64: the log of a weak frequency's
+    # power is otherwise at the mercy of float32 rounding in sums of strong ones, and two engines that sum in
+    # different orders would disagree.
     spec = _spectrum_constants(int(h_static), int(w_static))
-    g = tf.reduce_mean(x, axis=3)
+    g = tf.cast(tf.reduce_mean(x, axis=3), tf.float64)
     g = (g - tf.reduce_mean(g, axis=[1, 2], keepdims=True)) * spec["window"]
     ch, sh, cw, sw = spec["cos_h"], spec["sin_h"], spec["cos_w"], spec["sin_w"]
     re = tf.einsum("ij,bjk,kl->bil", ch, g, cw) - tf.einsum("ij,bjk,kl->bil", sh, g, sw)
     im = tf.einsum("ij,bjk,kl->bil", ch, g, sw) + tf.einsum("ij,bjk,kl->bil", sh, g, cw)
     power = tf.reshape(tf.math.log(tf.square(re) + tf.square(im) + EPS), [b, -1])
     bands = tf.matmul(power, spec["rings"])  # (b, BANDS): each ring's mean
-    bands = bands - tf.reduce_mean(bands, axis=1, keepdims=True)
-    peaks = tf.matmul(power, spec["peaks"])  # (b, 3): each peak's mean less its ring's
+    bands = tf.cast(bands - tf.reduce_mean(bands, axis=1, keepdims=True), tf.float32)
+    peaks = tf.cast(tf.matmul(power, spec["peaks"]), tf.float32)  # (b, 3): each peak's mean less its ring's
     return tf.concat([npr, lap_stats, corrs, bands, peaks], axis=1)
 
 
 @functools.lru_cache(maxsize=8)
 def _spectrum_constants(h: int, w: int) -> dict:
     """The DFT matrices, the Hann window, the rings' averaging matrix and the peaks' contrast matrix for an h x w
-    input (numpy float32; frequencies in cycles per pixel as numpy.fft.fftfreq gives them)."""
+    input (numpy float64; frequencies in cycles per pixel as numpy.fft.fftfreq gives them)."""
     def dft(n):
         k = np.arange(n)
         angle = 2 * np.pi * np.outer(k, k) / n
-        return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+        return np.cos(angle), np.sin(angle)
 
     (ch, sh), (cw, sw) = dft(h), dft(w)
     fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
     radius = np.hypot(fy, fx).reshape(-1)  # 0 .. 0.707
     ring = np.minimum((radius / 0.5 * BANDS).astype(int), BANDS - 1)  # corners past 0.5 share the last ring
-    rings = np.zeros((h * w, BANDS), np.float32)
+    rings = np.zeros((h * w, BANDS))
     rings[np.arange(h * w), ring] = 1
     rings /= np.maximum(rings.sum(axis=0), 1)
-    peaks = np.zeros((h * w, 3), np.float32)
+    peaks = np.zeros((h * w, 3))
     for j, (y0, x0) in enumerate(((0.0, 0.5), (0.5, 0.0), (0.5, 0.5))):
         at = (np.abs(np.abs(fy) - y0) < 1e-6) & (np.abs(np.abs(fx) - x0) < 1e-6)
         near = np.abs(radius - np.hypot(y0, x0)) < 1.5 / min(h, w)
         peaks[:, j] = at.reshape(-1) / max(at.sum(), 1) - near / max(near.sum(), 1)
-    window = np.outer(np.hanning(h + 1)[:-1], np.hanning(w + 1)[:-1]).astype(np.float32)  # periodic Hann
+    window = np.outer(np.hanning(h + 1)[:-1], np.hanning(w + 1)[:-1])  # periodic Hann
     return {"cos_h": ch, "sin_h": sh, "cos_w": cw, "sin_w": sw, "rings": rings, "peaks": peaks, "window": window}
