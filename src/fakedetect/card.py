@@ -14,7 +14,7 @@ from pathlib import Path
 from fakedetect import CLASS_NAMES, __version__
 from fakedetect.atomic import write_json
 from fakedetect.errors import RunError
-from fakedetect.framing import COMBINE_RULES, CROP_COUNTS, INPUT_MODES
+from fakedetect.framing import COMBINE_RULES, CROP_COUNTS, INPUT_MODES, Framing
 from fakedetect.generators import claims
 from fakedetect.runfolder import CARD_FILE
 
@@ -55,6 +55,11 @@ class ModelCard:
     @property
     def temperature(self) -> float:
         return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def framing(self) -> Framing:
+        """How an image becomes this model's input (resized, or native-resolution crops)."""
+        return Framing(self.image_size, self.input, self.crops, self.crop_combine)
 
     def source_names(self) -> list[str]:
         """The names of the data sets the model was trained on ([] when the card does not say)."""

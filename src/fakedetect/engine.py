@@ -20,6 +20,7 @@ serve`` gives each of its workers cores // workers), else every core this proces
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -87,9 +88,17 @@ def converter_version() -> str | None:
 
 
 def model_hash(run_dir: str | Path) -> str:
-    """SHA-256 of the run's model.keras (read in blocks)."""
+    """SHA-256 of the run's model.keras, read once per process for a given file, size and modification time
+    (``auto`` and the run's engine both ask for it)."""
+    path = Path(run_dir) / MODEL_FILE
+    st = path.stat()
+    return _file_hash(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(Path(run_dir) / MODEL_FILE, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

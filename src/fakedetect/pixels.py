@@ -8,9 +8,10 @@ Its preprocessing then has to be TensorFlow's, computed otherwise:
   without antialias it is TensorFlow's half-pixel bilinear resize, the same matrices with the kernel unscaled;
 - crops are :func:`fakedetect.framing.crop_offsets` of the image mirrored out by
   :func:`fakedetect.framing.mirror_index`, as ``data.pipeline`` cuts them;
-- decoding and the JPEG 90 variant use Pillow's libjpeg, not TensorFlow's: the pixels can differ by a grey level
-  here and there. ``benchmarks/engine_preprocessing.py`` bounds what that changes in P(fake) on real images, apart
-  from the engine's own difference.
+- decoding (``data.checks.rgb_pixels``) and the JPEG 90 variant use Pillow's libjpeg, not TensorFlow's; both
+  decode JPEGs with the accurate IDCT, so the decoded pixels are the same; the variant's two encoders may differ
+  by a grey level here and there. ``benchmarks/engine_preprocessing.py`` bounds what each preprocessing change
+  moves in P(fake) on real images, apart from the engine's own difference.
 """
 
 from __future__ import annotations
@@ -71,14 +72,6 @@ def resize(img: np.ndarray, height: int, width: int, antialias: bool = True) -> 
     return out
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Encoded bytes as a uint8 H x W x 3 array (first frame of an animation; alpha dropped; grey -> RGB)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
 def frame(img: np.ndarray, fr: Framing) -> np.ndarray:
     """A decoded uint8 image as the model scores it (float32 0..255): resized to S x S, or its K crops
     (K x S x S x 3) at native resolution, as ``data.pipeline.frame`` makes them."""
@@ -99,7 +92,9 @@ def jpeg_reencode(q: int):
 
         buf = io.BytesIO()
         Image.fromarray(np.asarray(img, np.uint8)).save(buf, "JPEG", quality=q, subsampling="4:2:0")
-        return decode(buf.getvalue())
+        buf.seek(0)
+        with Image.open(buf, formats=["JPEG"]) as im:  # the JPEG just written
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
     return f
 

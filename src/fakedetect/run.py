@@ -107,8 +107,7 @@ class Run:
     @property
     def framing(self) -> Framing:
         """How an image becomes this model's input (resized, or native-resolution crops)."""
-        c = self.card
-        return Framing(c.image_size, c.input, c.crops, c.crop_combine)
+        return self.card.framing
 
     @property
     def threshold(self) -> float:
@@ -186,7 +185,7 @@ def load_run(run_dir: str | Path, engine: str = "tensorflow", threads: int | Non
 
     card = check_run_dir(run_dir)
     run_dir = Path(run_dir)
-    engine = choose_engine(engine, run_dir, Framing(card.image_size, card.input, card.crops, card.crop_combine))
+    engine = choose_engine(engine, run_dir, card.framing)
     run = Run(run_dir, None, card, DomainModel.load(run_dir / DOMAIN_FILE), engine, threads)
     if engine == "tensorflow":
         run.model  # noqa: B018 (loads it: a broken model file fails here, not at the first image)

@@ -34,21 +34,17 @@ def prepare_engine(run_dir: Path, engine: str, workers: int, verbose: int) -> st
     its workers, and gives each worker cores // workers intra-op threads unless $FAKEDETECT_ORT_THREADS is set."""
     from fakedetect.card import ModelCard
     from fakedetect.engine import OnnxEngine, choose_engine, cores
-    from fakedetect.framing import Framing
 
-    card = ModelCard.read(run_dir)
-    fr = Framing(card.image_size, card.input, card.crops, card.crop_combine)
+    fr = ModelCard.read(run_dir).framing
     engine = choose_engine(engine, run_dir, fr)
     if engine == "onnxruntime":
         os.environ.setdefault("FAKEDETECT_ORT_THREADS", str(max(1, cores() // workers)))
-        onnx = OnnxEngine(run_dir)
-        if onnx._find(False, fr) is None:
+        if OnnxEngine(run_dir)._find(False, fr) is None:
             tensorflow(verbose)
             from fakedetect.run import load_run
 
-            onnx.tf_function = load_run(run_dir).onnx_source
             echo(f"fakedetect: making the ONNX graph of {run_dir} (once per model)")
-            onnx.graph(False, fr)
+            load_run(run_dir, "onnxruntime").onnx.graph(False, fr)  # the Keras model loads to convert it
     return engine
 
 

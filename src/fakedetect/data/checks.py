@@ -56,6 +56,15 @@ class ImageInfo:
         return self.format in TF_FORMATS and self.mode != "CMYK" and not self.animated
 
 
+def rgb_pixels(source):
+    """The image in ``source`` (a path or a file object) as a uint8 H x W x 3 array, opened by
+    :func:`open_image`: the first frame of an animation, alpha dropped, grey made RGB."""
+    import numpy as np
+
+    with open_image(source) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def open_image(source):
     """Pillow's ``Image.open`` limited to the accepted formats: no other plugin's parser sees untrusted bytes."""
     from PIL import Image

@@ -15,15 +15,14 @@ import numpy as np
 import tensorflow as tf
 
 from fakedetect.config import AugmentConfig
-from fakedetect.data.checks import open_image
+from fakedetect.data.checks import rgb_pixels
 from fakedetect.framing import Framing, crop_offsets, framing
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _pillow_decode(path: bytes) -> np.ndarray:
-    with open_image(path.decode()) as im:  # an animation: its first frame
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return rgb_pixels(path.decode())  # an animation: its first frame
 
 
 def decode_bytes(data: tf.Tensor) -> tf.Tensor:

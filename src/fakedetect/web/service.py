@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fakedetect import pixels
-from fakedetect.data.checks import ImageInfo, check_bytes, open_image
+from fakedetect.data.checks import ImageInfo, check_bytes, rgb_pixels
 from fakedetect.data.transforms import downscale, jpeg_reencode
 from fakedetect.framing import crop_boxes
 from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
@@ -127,31 +127,22 @@ class Scorer:
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
-        """The upload as a uint8 HxWx3 tensor, decoded as training decodes its files.
+        """The upload as a uint8 HxWx3 array or tensor, decoded as training decodes its files.
 
         Raises:
             UploadError: the decoder rejects bytes that Pillow's check accepted (e.g. junk before a JPEG's
                 end-of-image marker, which libjpeg in TensorFlow refuses and Pillow tolerates).
         """
-        if self.numpy or c.pillow_only:
+        if self.numpy or c.pillow_only:  # Pillow: without TensorFlow, or an animation (its first frame)
             try:
-                img = pixels.decode(c.data) if self.numpy else None
+                return rgb_pixels(io.BytesIO(c.data))
             except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable upload
                 reason = str(e).split("\n")[0] or type(e).__name__
                 raise UploadError(f"{_label(c.filename)}: corrupt image: Pillow could not decode it ({reason})") from e
-            if img is not None:
-                return img
         import tensorflow as tf
 
         from fakedetect.data.pipeline import decode_bytes
 
-        if c.pillow_only:
-            try:
-                with open_image(io.BytesIO(c.data)) as im:  # an animation: its first frame
-                    return tf.constant(np.asarray(im.convert("RGB"), dtype=np.uint8))
-            except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable upload
-                reason = str(e).split("\n")[0] or type(e).__name__
-                raise UploadError(f"{_label(c.filename)}: corrupt image: Pillow could not decode it ({reason})") from e
         try:
             return decode_bytes(tf.constant(c.data))
         except tf.errors.ResourceExhaustedError:
@@ -170,9 +161,9 @@ class Scorer:
         img = self.decode(c)
         t1 = time.perf_counter()
         fr = self.run.framing
-        if self.numpy:
-            crops = pixels.frame(img, fr).astype(np.uint8) if fr.cropped else None
+        if self.numpy:  # the same as below, in numpy (fakedetect.pixels)
             if fr.cropped:
+                crops = pixels.frame(img, fr).astype(np.uint8)
                 variants = {name: np.stack([make(crop) for crop in crops])
                             for name, make in mild_variants(numpy=True).items()}
             else:
