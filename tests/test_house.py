@@ -21,7 +21,7 @@ LAYERS = [
     ["data"],
     ["run"],
     ["training"],
-    ["evaluation", "predict", "export"],
+    ["evaluation", "predict", "export", "beam"],
     ["web", "demo"],
     ["cli", "__main__"],
 ]

@@ -2,8 +2,9 @@
 
 The contract of the one scoring call, :meth:`Run.score`:
 
-- input: checked image files (``paths``, with ``pillow_only`` per file as the checks set it), or decoded uint8
-  H x W x 3 images (``images``);
+- input: checked image files (``paths``, with ``pillow_only`` per file as the checks set it), decoded uint8
+  H x W x 3 images (``images``), or a batch framed already by :func:`fakedetect.data.pipeline.frame`
+  (``framed``: what a Beam worker decoded in its own step, :mod:`fakedetect.beam`);
 - a hook for extra views of an image (``views``: image -> {name: image}; the web app's mild variants), scored in
   the same forward pass as the image; ``tta`` scores the mirror image too (mean logit); ``perturb`` changes each
   decoded file before it is resized (robustness);
@@ -130,16 +131,22 @@ class Run:
 
     def score(self, paths: Sequence[str] | None = None, pillow_only: Sequence[bool] | None = None,
               images: Sequence | None = None, names: Sequence[str] | None = None, batch_size: int = 64,
-              views: Callable | None = None, tta: bool = False, perturb: Callable | None = None) -> Scores:
+              views: Callable | None = None, tta: bool = False, perturb: Callable | None = None,
+              framed: np.ndarray | None = None) -> Scores:
         """The one scoring call: P(fake), calibrated, with the decision and the domain check, for checked files
-        (``paths``) or decoded images (``images``); see the module's docstring for the contract."""
-        if (paths is None) == (images is None):
-            raise ValueError("Run.score takes paths or images, not both")
-        if paths is not None:
+        (``paths``), decoded images (``images``) or framed ones (``framed``: B x S x S x 3, or B x K x S x S x 3
+        in crop mode, float32 0..255, scored in one forward pass); see the module's docstring for the contract."""
+        if sum(x is not None for x in (paths, images, framed)) != 1:
+            raise ValueError("Run.score takes one of paths, images or framed")
+        view_raw: dict[str, np.ndarray] = {}
+        if framed is not None:
+            names = list(names) if names is not None else [f"image {i}" for i in range(len(framed))]
+            fn = scoring_function(self.network, tta, self.framing)
+            raw, dist, crops = forward(fn, framed, self.domain)
+        elif paths is not None:
             names = [str(p) for p in paths]
             raw, dist, crops = score_files(self.network, names, self.framing, batch_size, pillow_only, perturb,
                                            domain=self.domain, tta=tta, with_crops=True)
-            view_raw: dict[str, np.ndarray] = {}
         else:
             names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
             raw, dist, view_raw, crops = score_images(self.network, images, self.framing, self.domain, views, tta)
@@ -304,13 +311,21 @@ def score_files(model, paths: list[str], image_size: int | Framing, batch_size: 
         with Progress("scored images", len(paths), log) as progress:
             for idx, batch in ds:
                 i = idx.numpy()
-                p, feats, per_view = fn(batch)
-                out[i] = np.asarray(p, dtype=np.float64).reshape(-1)
-                crops[i] = np.asarray(per_view, dtype=np.float64).reshape(len(i), -1)
+                out[i], d, crops[i] = forward(fn, batch, domain)
                 if domain is not None:
-                    dist[i] = domain.distance([np.asarray(f) for f in feats])
+                    dist[i] = d
                 progress.update(int(i[-1]) + 1)
     return (out, dist, crops) if with_crops else (out, dist)
+
+
+def forward(fn, batch, domain: DomainModel | None = None) -> tuple:
+    """(uncalibrated P(fake), domain distance or None, each view's uncalibrated P(fake): B x K, x 1 in resize
+    mode) of one framed batch through a :func:`scoring_function`."""
+    p, feats, per_view = fn(batch)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    per_view = np.asarray(per_view, dtype=np.float64).reshape(len(p), -1)
+    dist = domain.distance([np.asarray(f) for f in feats]) if domain is not None else None
+    return p, dist, per_view
 
 
 def framed(img, fr: Framing, numpy: bool = False):

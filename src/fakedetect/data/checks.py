@@ -95,19 +95,11 @@ def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = Fa
     ``budget``: the bytes of the file are held only once it grants them (see :func:`check_images`).
     """
     info = ImageInfo(str(path))
-    try:
-        st = os.stat(path)  # follows symlinks; a loop or a dangling link raises here
-        if not stat.S_ISREG(st.st_mode):
-            info.error = "not a regular file"  # a FIFO would block a read forever
-            return info
-        if st.st_size > MAX_FILE_BYTES:
-            info.error = f"file too large ({st.st_size / 1e6:.0f} MB)"
-            return info
-    except OSError as e:
-        info.error = f"cannot read: {e.strerror or e}"
+    info.error, size = stat_error(path)
+    if info.error is not None:
         return info
     if budget is not None:
-        budget.take(st.st_size)
+        budget.take(size)
     try:
         data = Path(path).read_bytes()
         if hash_bytes:
@@ -118,7 +110,23 @@ def check_image(path: str | Path, hash_bytes: bool = False, tf_verify: bool = Fa
         return info
     finally:
         if budget is not None:
-            budget.give(st.st_size)
+            budget.give(size)
+
+
+def stat_error(path: str | Path) -> tuple[str | None, int]:
+    """(why a local file cannot be read as an image before reading it, or None; its size in bytes)."""
+    try:
+        st = os.stat(path)  # follows symlinks; a loop or a dangling link raises here
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}", 0
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file", st.st_size  # a FIFO would block a read forever
+    return size_error(st.st_size), st.st_size
+
+
+def size_error(size: int) -> str | None:
+    """Why a file of ``size`` bytes is not read (too large), or None."""
+    return f"file too large ({size / 1e6:.0f} MB)" if size > MAX_FILE_BYTES else None
 
 
 def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, tf_verify: bool = False) -> ImageInfo:
