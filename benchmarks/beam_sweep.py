@@ -50,7 +50,7 @@ def main() -> int:
     wall([exe, "predict", args.run_dir, str(list_files(Path(args.folders[0]))[0]), "--engine", "onnxruntime"],
          base_env)
     try:
-        for folder in args.folders:
+        for k, folder in enumerate(args.folders):
             files = list_files(Path(folder))
             small = work / "small"
             shutil.rmtree(small, ignore_errors=True)
@@ -74,7 +74,7 @@ def main() -> int:
             for mode, make in modes.items():
                 times = {}
                 for what, src in (("small", str(small)), ("all", folder)):
-                    out = work / f"{mode.replace(' ', '_').replace(',', '')}-{what}"
+                    out = work / f"{k}-{mode.replace(' ', '_').replace(',', '')}-{what}"
                     cmd, env = make(src, str(out))
                     print(f"{Path(folder).name}: {mode}, {what}", file=sys.stderr, flush=True)
                     times[what] = wall(cmd, {**base_env, **env})
@@ -86,6 +86,7 @@ def main() -> int:
                              "wall s": times["all"], "images/s (all)": n / times["all"],
                              "fixed s (64 images)": times["small"], "images/s (steady)": steady,
                              "vs predict (steady)": f"{steady / predict_rate:.2f}x"})
+                print(rows[-1], file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{machine()}, {dt.date.today()}; run {args.run_dir}, ONNX Runtime, batch {args.batch_size}, "
