@@ -281,25 +281,25 @@ def run_facts(run: str) -> RunFacts:
 
 
 @functools.lru_cache(maxsize=8)
-def _framers(fr: Framing):
-    """(encoded bytes -> framed, uint8 pixels -> framed): the pipeline's own decode and framing as graphs, made once
-    per process (per-image eager calls would cost more than the decoding)."""
+def _framer(fr: Framing):
+    """The pipeline's framing (uint8 pixels -> the model's input) as a graph, made once per process: eager calls
+    per image would cost more than the framing."""
     import tensorflow as tf
 
-    from fakedetect.data.pipeline import decode_bytes, frame
+    from fakedetect.data.pipeline import frame
 
-    from_bytes = tf.function(lambda d: frame(decode_bytes(d), fr), input_signature=[tf.TensorSpec([], tf.string)])
-    from_pixels = tf.function(lambda x: frame(x, fr), input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-    return from_bytes, from_pixels
+    return tf.function(lambda x: frame(x, fr), input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
 
 
 def read_and_frame(path: str, size: int | None, fr: Framing) -> tuple[np.ndarray | None, str | None]:
     """(the file framed for the model, None) or (None, why it is skipped): ``predict``'s per-file checks (size,
     a regular file, Pillow's full decode with its format and pixel limits, TensorFlow's decoder where the pipeline
-    uses it) on the bytes read through Beam's filesystems, then the pipeline's own decode and framing."""
+    uses it) on the bytes read through Beam's filesystems, then the pipeline's own decode (TensorFlow's verdict on
+    the file: one decode, where ``predict`` decodes twice) and framing."""
     from apache_beam.io.filesystems import FileSystems
 
-    from fakedetect.data.checks import TF_REJECTED, ImageInfo, check_bytes, rgb_pixels, size_error, stat_error
+    from fakedetect.data.checks import ImageInfo, check_bytes, rgb_pixels, size_error, stat_error, tf_rejected
+    from fakedetect.data.pipeline import decode_bytes
 
     why = stat_error(path)[0] if not _is_remote(path) else (size_error(size) if size is not None else None)
     if why is not None:
@@ -309,18 +309,16 @@ def read_and_frame(path: str, size: int | None, fr: Framing) -> tuple[np.ndarray
             data = f.read()
     except Exception as e:  # noqa: BLE001 - any filesystem's read error
         return None, f"cannot read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    info = check_bytes(data, ImageInfo(path), tf_verify=True)
+    info = check_bytes(data, ImageInfo(path))  # TensorFlow's verdict on the bytes: its decode below, done once
     if info.error is not None:
         return None, info.error
     import tensorflow as tf
 
-    from_bytes, from_pixels = _framers(fr)
     try:
-        if info.tf_decodable:
-            return from_bytes(tf.constant(data)).numpy(), None
-        return from_pixels(tf.constant(rgb_pixels(io.BytesIO(data)))).numpy(), None
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        return None, TF_REJECTED
+        img = decode_bytes(tf.constant(data)) if info.tf_decodable else tf.constant(rgb_pixels(io.BytesIO(data)))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+        return None, tf_rejected(e)
+    return _framer(fr)(img).numpy(), None
 
 
 def _row_line(row: dict) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import stat
 import threading
 import warnings
@@ -171,9 +172,16 @@ def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, t
         try:
             tf.io.decode_image(data, channels=3, expand_animations=False)
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-            reason = (e.message or type(e).__name__).split(". ")[0].split("] ")[-1]
-            info.error = f"{TF_REJECTED} ({reason})"
+            info.error = tf_rejected(e)
     return info
+
+
+def tf_rejected(e) -> str:
+    """The reason given for a file TensorFlow's decoder refused: :data:`TF_REJECTED` and the decoder's first
+    sentence, without TensorFlow's node and op names (the same whichever decoding op refused it)."""
+    msg = re.sub(r"^\{\{[^}]*\}\}\s*", "", e.message or type(e).__name__)
+    msg = re.sub(r"\s*\[Op:\w+\]\s*$", "", msg).split(". ")[0].strip()
+    return f"{TF_REJECTED} ({msg})" if msg else TF_REJECTED
 
 
 def check_images(paths: Iterable[str | Path], hash_bytes: bool = False, workers: int | None = None,
