@@ -42,7 +42,7 @@ def dofn_stages(run_dir: str, files: list[Path], n: int = 200) -> dict:
     from fakedetect.beam import _framer
     from fakedetect.card import ModelCard
     from fakedetect.data.checks import ImageInfo, check_bytes, rgb_pixels
-    from fakedetect.data.pipeline import decode_bytes
+    from fakedetect.data.pipeline import decode_now
 
     fr = ModelCard.read(run_dir).framing
     frame = _framer(fr)
@@ -53,7 +53,7 @@ def dofn_stages(run_dir: str, files: list[Path], n: int = 200) -> dict:
         t1 = time.perf_counter()
         info = check_bytes(data, ImageInfo(str(f)))
         t2 = time.perf_counter()
-        img = decode_bytes(tf.constant(data)) if info.tf_decodable else tf.constant(rgb_pixels(io.BytesIO(data)))
+        img = decode_now(data) if info.tf_decodable else tf.constant(rgb_pixels(io.BytesIO(data)))
         t3 = time.perf_counter()
         frame(img).numpy()
         t4 = time.perf_counter()

@@ -243,3 +243,20 @@ def test_the_module_imports_without_beam():
             "print(b.beam is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP"])
+def test_the_sweeps_decode_is_the_pipelines(fmt):
+    """The DoFn decodes with decode_now (the decoder chosen in Python): the pixels of the pipeline's decode_bytes."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from fakedetect.data.pipeline import decode_bytes, decode_now
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (37, 51, 3), dtype=np.uint8)).save(buf, fmt)
+    data = buf.getvalue()
+    assert np.array_equal(decode_now(data).numpy(), decode_bytes(tf.constant(data)).numpy())
