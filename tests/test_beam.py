@@ -5,6 +5,7 @@ do so in Beam's multi-process DirectRunner too."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -77,7 +78,7 @@ def _same_verdicts(prefix: Path, expected: dict, run: Path) -> None:
             assert r["label"] == w["label"]
     assert set(rows["run_id"]) == {model_hash(run)[:16]}
     assert sorted(fdbeam.read_skipped(str(prefix))) == sorted((u["path"], u["reason"]) for u in expected["unreadable"])
-    summary = json.loads(Path(f"{prefix}-summary.json").read_text())
+    summary = json.loads((prefix / "summary.json").read_text())
     assert summary["counts"] == {"scored": len(want), "skipped": len(expected["unreadable"]),
                                  "fake": sum(r["label"] == "fake" for r in want.values()),
                                  "out_of_domain": sum(r["in_domain"] is False for r in want.values())}
@@ -87,32 +88,39 @@ def _same_verdicts(prefix: Path, expected: dict, run: Path) -> None:
 def test_sweep_gives_predicts_verdicts_once_per_file_and_lists_the_bad_files(beam_run, collection, tmp_path):
     expected = _predict(beam_run, collection, "tensorflow", tmp_path)
     assert len(expected["unreadable"]) >= 6  # the bad files, the TF-rejected JPEG and the text file
-    prefix = tmp_path / "out" / "verdicts"
-    # the folder, and a glob that overlaps it: its files are scored once
-    res = _sweep([str(beam_run), str(collection), str(collection / "test" / "fake" / "*"), "--out", str(prefix),
+    prefix = tmp_path / "out" / "day"
+    # the folder, and a glob that overlaps it, spelt relative to here: its files are scored once
+    overlap = os.path.relpath(collection / "test" / "fake", Path.cwd()) + "/*"
+    (tmp_path / "out" / "day-2").mkdir(parents=True)
+    other = tmp_path / "out" / "day-2" / "verdicts-00000-of-00001.csv"  # another sweep's, in another folder
+    other.write_text("kept\n")
+    res = _sweep([str(beam_run), str(collection), overlap, "--out", str(prefix),
                   "--engine", "tensorflow", "--batch-size", "8"])
     assert res.exit_code == 0, res.output
     assert f"{len(expected['predictions'])} scored" in res.output
     _same_verdicts(prefix, expected, beam_run)
-    header = next(Path(prefix.parent).glob("verdicts-00000-of-*.csv")).read_text().splitlines()[0]
+    header = next(prefix.glob("verdicts-00000-of-*.csv")).read_text().splitlines()[0]
     assert header == ",".join(fdbeam.COLUMNS)
 
     again = _sweep([str(beam_run), str(collection), "--out", str(prefix), "--engine", "tensorflow"])
     assert again.exit_code == 1 and "--overwrite" in again.output
+    assert fdbeam.output_files(str(prefix)) and str(other) not in fdbeam.output_files(str(prefix))
+    assert other.read_text() == "kept\n"
 
 
 def test_the_multi_process_direct_runner_scores_every_file_exactly_once(beam_run, collection, tmp_path):
     """Two worker processes (the nearest thing to a cluster here), on ONNX Runtime: predict's rows, each file once;
     --overwrite removes the old shards first (a run with fewer shards leaves none of the old ones)."""
     expected = _predict(beam_run, collection, "onnxruntime", tmp_path)
-    prefix = tmp_path / "verdicts"
+    prefix = tmp_path / "sweep"
+    prefix.mkdir()
     for i in range(3):
-        (tmp_path / f"verdicts-0000{i}-of-00003.csv").write_text("old shard\n")
+        (prefix / f"verdicts-0000{i}-of-00003.csv").write_text("old shard\n")
     res = _sweep([str(beam_run), str(collection), str(collection / "more" / "**"), "--out", str(prefix),
                   "--engine", "onnxruntime", "--batch-size", "4", "--threads", "1", "--overwrite",
                   "--direct_num_workers=2", "--direct_running_mode", "multi_processing"])
     assert res.exit_code == 0, res.output
-    assert not (tmp_path / "verdicts-00002-of-00003.csv").exists()
+    assert not (prefix / "verdicts-00002-of-00003.csv").exists()
     _same_verdicts(prefix, expected, beam_run)
 
 
@@ -192,6 +200,8 @@ def test_beam_options_pass_through_and_patterns_are_told_apart():
     assert opts.view_as(StandardOptions).runner == "DataflowRunner"
     with pytest.raises(fdbeam.ConfigError, match="unknown option --projcet"):
         fdbeam.split_args(["imgs/**", "--projcet", "p"])
+    with pytest.raises(fdbeam.ConfigError, match="direct_num_workers"):  # one line, not argparse's usage and exit
+        fdbeam.split_args(["imgs/**", "--direct_num_workers=x"])
 
 
 def test_bad_patterns_runs_and_a_missing_extra_are_one_line_errors(beam_run, tmp_path, monkeypatch):
@@ -202,7 +212,7 @@ def test_bad_patterns_runs_and_a_missing_extra_are_one_line_errors(beam_run, tmp
     monkeypatch.setattr(fdbeam, "beam", None)
     res = _sweep([str(beam_run), str(tmp_path), "--out", str(tmp_path / "v")])
     assert res.exit_code == 1 and 'pip install -e ".[beam]"' in res.output
-    assert not list(tmp_path.glob("v-*"))
+    assert not (tmp_path / "v").exists()
 
 
 def test_hidden_files_are_left_out_as_predict_leaves_them():
@@ -210,7 +220,19 @@ def test_hidden_files_are_left_out_as_predict_leaves_them():
     assert fdbeam._hidden("/data/imgs/sub/.DS_Store", "/data/imgs/**")
     assert not fdbeam._hidden("/data/.cache/imgs/a.jpg", "/data/.cache/imgs/**")  # the user named that folder
     assert not fdbeam._hidden("/data/imgs/.a.jpg", "/data/imgs/.a.jpg")  # a file named outright
+    assert not fdbeam._hidden("/data/imgs/.a.jpg", "/data/imgs/.a*")  # a pattern that names hidden files
     assert fdbeam.as_pattern("gs://bucket/day/") == "gs://bucket/day/**"
+
+
+def test_a_local_name_with_glob_characters_is_taken_as_it_is(tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    (tmp_path / "shots[1]").mkdir()
+    (tmp_path / "shots[1]" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "shots1").mkdir()
+    (tmp_path / "shots1" / "b.jpg").write_bytes(b"x")
+    pattern = fdbeam.as_pattern(str(tmp_path / "shots[1]"))
+    assert [m.path for m in FileSystems.match([pattern])[0].metadata_list] == [str(tmp_path / "shots[1]" / "a.jpg")]
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.sh")), ids=lambda p: p.name)

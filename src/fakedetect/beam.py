@@ -5,9 +5,9 @@ The pipeline::
 
     patterns -> MatchAll -> each path once (overlapping globs) -> read, check, decode, frame  --bad--> skipped
              -> RunInference(FakedetectModelHandler).with_exception_handling()               --failed--> skipped
-             -> rows -> PREFIX-00000-of-0000N.csv            (predict's columns, the engine and the run's id)
-    skipped         -> PREFIX-skipped-00000-of-0000N.csv     (path, reason)
-    counts          -> PREFIX-summary.json and Beam metrics (namespace "fakedetect")
+             -> rows -> OUT/verdicts-00000-of-0000N.csv      (predict's columns, the engine and the run's id)
+    skipped         -> OUT/skipped-00000-of-0000N.csv       (path, reason)
+    counts          -> OUT/summary.json and Beam metrics (namespace "fakedetect")
 
 Every step is Beam's own (matching, batching, one model per worker process, sharded writes through temporary
 files): fakedetect adds the per-file checks, the decoding and the :class:`FakedetectModelHandler`, which scores
@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -63,7 +64,10 @@ RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "Fli
 #: of its model.keras).
 COLUMNS = ("path", "prob_fake", "prob_real", "label", "in_domain", "domain_distance", "engine", "run_id")
 SKIPPED_COLUMNS = ("path", "reason")
-SUMMARY_SUFFIX = "-summary.json"
+#: The files of an output folder (``--out``): shards of the verdicts and of the skipped files, and the summary. A
+#: folder of its own: Beam's text sink deletes whatever matches ``PREFIX-*-of-N.csv`` before it writes, which a bare
+#: out would let reach another sweep's files (``results/day-2-...`` for ``results/day``).
+VERDICTS, SKIPPED, SUMMARY = "verdicts", "skipped", "summary.json"
 NAMESPACE = "fakedetect"
 INSTALL_HINT = 'Apache Beam is not installed: pip install -e ".[beam]" (or pip install "fakedetect[beam]")'
 
@@ -88,7 +92,7 @@ def split_args(tokens: Sequence[str]) -> tuple[list[str], list[str]]:
     require_beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+    parser = _Parser(allow_abbrev=False, add_help=False)
     for cls in _subclasses(PipelineOptions):
         try:
             cls._add_argparse_args(parser)
@@ -107,6 +111,13 @@ def split_args(tokens: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             options.append(t)
     return patterns, options
+
+
+class _Parser(argparse.ArgumentParser):
+    """Beam's options parsed with a one-line error (argparse would print every option's usage and exit)."""
+
+    def error(self, message):
+        raise ConfigError(f"Beam option: {message}")
 
 
 def _subclasses(cls) -> list[type]:
@@ -137,8 +148,9 @@ def _wildcard(pattern: str) -> bool:
 def as_pattern(item: str) -> str:
     """A path as a Beam file pattern: a local folder becomes every file under it (``folder/**``)."""
     item = str(item)
-    if not _is_remote(item) and not _wildcard(item) and Path(item).is_dir():
-        return str(Path(item)) + "/**"
+    if not _is_remote(item) and Path(item).exists():  # a local name as it is, its [ * ? included
+        literal = re.sub(r"([\[*?])", r"[\1]", str(Path(item)))
+        return literal + "/**" if Path(item).is_dir() else literal
     return item.rstrip("/") + "/**" if _is_remote(item) and item.endswith("/") else item
 
 
@@ -148,8 +160,15 @@ def _hidden(path: str, pattern: str) -> bool:
         return False
     fixed = pattern[:min(pattern.index(c) for c in "*?[" if c in pattern)]
     root = fixed.rsplit("/", 1)[0] + "/" if "/" in fixed else ""
+    if any(part.startswith(".") for part in pattern[len(root):].split("/")):
+        return False  # the pattern names hidden files itself ('dir/.x*')
     rel = path[len(root):] if path.startswith(root) else os.path.basename(path)
     return any(part.startswith(".") for part in rel.split("/") if part)
+
+
+def _same_file(path: str) -> str:
+    """One key for every spelling of a local file ('images/a.jpg', './images/a.jpg', '/abs/images/a.jpg')."""
+    return path if _is_remote(path) else os.path.abspath(path)
 
 
 def check_patterns(patterns: Sequence[str]) -> None:
@@ -171,32 +190,45 @@ def check_patterns(patterns: Sequence[str]) -> None:
             raise DataError(f"no file matches {pattern}")
 
 
-def output_files(prefix: str) -> list[str]:
-    """The files an earlier sweep wrote at ``prefix`` (shards of verdicts and of skipped files, the summary)."""
+def _in(out: str, name: str) -> str:
+    return f"{out.rstrip('/')}/{name}" if _is_remote(out) else str(Path(out) / name)
+
+
+def output_files(out: str) -> list[str]:
+    """The files an earlier sweep wrote in ``out`` (shards of verdicts and of skipped files, the summary)."""
     from apache_beam.io.filesystems import FileSystems
 
     found = []
-    for pattern in (f"{prefix}-*-of-*.csv", f"{prefix}{SUMMARY_SUFFIX}"):
+    for pattern in (_in(out, "*-of-*.csv"), _in(out, SUMMARY)):
         try:
             found += [m.path for m in FileSystems.match([pattern])[0].metadata_list]
         except Exception:  # noqa: BLE001 - nothing there (some filesystems raise for a missing folder)
             pass
-    return sorted(set(found))
+    return sorted({f for f in found if _ours(f, out)})
 
 
-def plan_output(prefix: str, overwrite: bool) -> None:
-    """Refuses an output prefix that holds a sweep's files unless ``overwrite``, which removes them first (a new run
-    may write fewer shards than the old one did); makes a local prefix's folder."""
+def _ours(path: str, out: str, kind: str = "") -> bool:
+    """``path`` is a file a sweep writes in ``out``; ``kind`` :data:`VERDICTS` or :data:`SKIPPED` for the shards of
+    one output only."""
+    kinds = re.escape(kind) if kind else f"({VERDICTS}|{SKIPPED})"
+    shard = re.escape(_in(out, "@")).replace("@", kinds + r"-\d{5,}-of-\d{5,}\.csv")
+    path = path if _is_remote(path) else str(Path(path))
+    return bool(re.fullmatch(shard, path)) or (not kind and path == _in(out, SUMMARY))
+
+
+def plan_output(out: str, overwrite: bool) -> None:
+    """Refuses an output folder that holds a sweep's files unless ``overwrite``, which removes them first (a new run
+    may write fewer shards than the old one did); makes a local folder."""
     from apache_beam.io.filesystems import FileSystems
 
-    old = output_files(prefix)
+    old = output_files(out)
     if old and not overwrite:
-        raise OutputExistsError(f"{prefix} already holds a sweep's output ({len(old)} file(s), e.g. {old[0]}); "
+        raise OutputExistsError(f"{out} already holds a sweep's output ({len(old)} file(s), e.g. {old[0]}); "
                                 "pass --overwrite to replace it")
     if old:
         FileSystems.delete(old)
-    if not _is_remote(prefix):
-        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    if not _is_remote(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
 
 
 # --- the run on a worker ----------------------------------------------------------------------------------------------
@@ -204,7 +236,7 @@ def plan_output(prefix: str, overwrite: bool) -> None:
 
 def stage_run(run: str) -> Path:
     """The run as a local folder: a local run as it is; a run on a Beam filesystem (``gs://``, ``s3://``, ...) copied
-    once to the cache (``$FAKEDETECT_CACHE/beam-runs/``), keyed by its path and its model file's size and time, with
+    once to the cache (``$FAKEDETECT_CACHE/beam-runs/``), keyed by its path and its files' sizes and times, with
     its card, domain model and any ONNX graph it holds (``engine/``).
 
     Raises:
@@ -225,7 +257,14 @@ def stage_run(run: str) -> Path:
         raise RunError(f"cannot read the run at {run}: {str(e).splitlines()[0]}") from e
     if not model:
         raise RunError(f"{run} holds no trained model (missing {MODEL_FILE})")
-    key = hashlib.sha256(f"{run}|{model[0].size_in_bytes}|{model[0].last_updated_in_seconds}".encode()).hexdigest()
+    stamp = [run]
+    for name in (MODEL_FILE, CARD_FILE, DOMAIN_FILE):  # a refitted domain model rewrites the card, not the model
+        try:
+            m = FileSystems.match([join(name)])[0].metadata_list
+        except Exception:  # noqa: BLE001
+            m = []
+        stamp += [f"{name}:{m[0].size_in_bytes}:{m[0].last_updated_in_seconds}" if m else f"{name}:-"]
+    key = hashlib.sha256("|".join(stamp).encode()).hexdigest()
     dest = cache_dir() / "beam-runs" / key[:16]
     if (dest / MODEL_FILE).is_file():
         return dest
@@ -283,7 +322,8 @@ def run_facts(run: str) -> RunFacts:
 @functools.lru_cache(maxsize=8)
 def _framer(fr: Framing):
     """The pipeline's framing (uint8 pixels -> the model's input) as a graph, made once per process: eager calls
-    per image would cost more than the framing (0.9 ms an image of CIFAKE's, 0.36 ms as called here)."""
+    per image would cost more than the framing (0.9 ms an image of CIFAKE's through tf.function's dispatch, 0.6 ms
+    as called here)."""
     import tensorflow as tf
 
     from fakedetect.data.pipeline import frame
@@ -302,7 +342,15 @@ def read_and_frame(path: str, size: int | None, fr: Framing) -> tuple[np.ndarray
     the file: one decode, where ``predict`` decodes twice) and framing."""
     from apache_beam.io.filesystems import FileSystems
 
-    from fakedetect.data.checks import ImageInfo, check_bytes, rgb_pixels, size_error, stat_error, tf_rejected
+    from fakedetect.data.checks import (
+        TF_REJECTED,
+        ImageInfo,
+        check_bytes,
+        rgb_pixels,
+        size_error,
+        stat_error,
+        tf_rejected,
+    )
     from fakedetect.data.pipeline import decode_now
 
     why = stat_error(path)[0] if not _is_remote(path) else (size_error(size) if size is not None else None)
@@ -311,6 +359,8 @@ def read_and_frame(path: str, size: int | None, fr: Framing) -> tuple[np.ndarray
     try:
         with FileSystems.open(path, compression_type="uncompressed") as f:
             data = f.read()
+    except OSError as e:
+        return None, f"cannot read: {e.strerror or e}"  # predict's words
     except Exception as e:  # noqa: BLE001 - any filesystem's read error
         return None, f"cannot read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     info = check_bytes(data, ImageInfo(path))  # TensorFlow's verdict on the bytes: its decode below, done once
@@ -322,7 +372,12 @@ def read_and_frame(path: str, size: int | None, fr: Framing) -> tuple[np.ndarray
         img = decode_now(data) if info.tf_decodable else tf.constant(rgb_pixels(io.BytesIO(data)))
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
         return None, tf_rejected(e)
-    return _framer(fr)(img).numpy(), None
+    except Exception:  # noqa: BLE001 - predict's tf.data drops such a file as undecodable; so does the sweep
+        return None, TF_REJECTED
+    try:
+        return _framer(fr)(img).numpy(), None
+    except Exception:  # noqa: BLE001
+        return None, TF_REJECTED
 
 
 def _row_line(row: dict) -> str:
@@ -340,8 +395,8 @@ def _cell(v) -> str:
 
 def _csv_line(cells: list[str]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(cells)
-    return buf.getvalue()
+    csv.writer(buf, lineterminator="\n").writerow(cells)  # a cell with a line break is quoted
+    return buf.getvalue()[:-1]
 
 
 def _error_line(exc) -> str:
@@ -429,7 +484,7 @@ def model_handler(facts: RunFacts, engine: str = "auto", batch_size: int = 64, t
     return FakedetectModelHandler(facts, engine, batch_size, threads, tta)
 
 
-def build(p, facts: RunFacts, patterns: Sequence[str], prefix: str, engine: str = "auto", batch_size: int = 64,
+def build(p, facts: RunFacts, patterns: Sequence[str], out: str, engine: str = "auto", batch_size: int = 64,
           threads: int | None = None, tta: bool = False, num_shards: int = 0) -> None:
     """Adds the sweep to pipeline ``p`` (see the module's docstring); ``num_shards`` 0 lets the runner choose."""
     from apache_beam.io import fileio
@@ -438,9 +493,10 @@ def build(p, facts: RunFacts, patterns: Sequence[str], prefix: str, engine: str 
     patterns = [as_pattern(x) for x in patterns]
     counters = {k: Metrics.counter(NAMESPACE, k) for k in ("scored", "fake", "out_of_domain", "skipped")}
 
-    def unique(item):  # (path, [metadata...]) -> (path, size): a file matched by several patterns, once
-        path, metas = item
-        return path, next(iter(metas)).size_in_bytes
+    def unique(item):  # (file, [(pattern index, path, size)...]) -> (path, size): a file matched by several
+        _, found = item  # patterns, once, spelt as the first pattern that matched it spells it
+        _, path, size = min(found)
+        return path, size
 
     def kept(meta_and_pattern):
         meta, pattern = meta_and_pattern
@@ -450,9 +506,9 @@ def build(p, facts: RunFacts, patterns: Sequence[str], prefix: str, engine: str 
         p | f"Pattern {i}" >> beam.Create([pattern])
         | f"Match {i}" >> fileio.MatchAll()
         | f"Not hidden {i}" >> beam.Filter(lambda m, pat=pattern: kept((m, pat)))
+        | f"Tag {i}" >> beam.Map(lambda m, i=i: (_same_file(m.path), (i, m.path, m.size_in_bytes)))
         for i, pattern in enumerate(patterns)]
     files = (matched | "All patterns" >> beam.Flatten()
-             | "By path" >> beam.Map(lambda m: (m.path, m))
              | "Once each" >> beam.GroupByKey()
              | "Path and size" >> beam.Map(unique))
     framed = files | "Read, check, frame" >> beam.ParDo(ReadAndFrame(facts.framing)).with_outputs(
@@ -476,48 +532,51 @@ def build(p, facts: RunFacts, patterns: Sequence[str], prefix: str, engine: str 
     skipped = ((framed.skipped, dlq.failed_inferences | "Failed batches" >> beam.FlatMap(failed))
                | "All skipped" >> beam.Flatten())
     (rows | "Rows as CSV" >> beam.Map(_row_line)
-     | "Write verdicts" >> beam.io.WriteToText(prefix, ".csv", num_shards=num_shards, header=",".join(COLUMNS)))
+     | "Write verdicts" >> beam.io.WriteToText(_in(out, VERDICTS), ".csv", num_shards=num_shards,
+                                               header=",".join(COLUMNS)))
     (skipped | "Skipped as CSV" >> beam.Map(_skipped_line)
-     | "Write skipped" >> beam.io.WriteToText(f"{prefix}-skipped", ".csv", num_shards=num_shards,
+     | "Write skipped" >> beam.io.WriteToText(_in(out, SKIPPED), ".csv", num_shards=num_shards,
                                               header=",".join(SKIPPED_COLUMNS)))
     tallies = ((rows | "Tally rows" >> beam.Map(
         lambda r: {"scored": 1, "fake": int(r["label"] == "fake"), "out_of_domain": int(r["in_domain"] is False)}),
         skipped | "Tally skipped" >> beam.Map(lambda _: {"skipped": 1}))
         | "All tallies" >> beam.Flatten() | "Sum" >> beam.CombineGlobally(_tally))
     meta = {"run": facts.run, "run_id": facts.run_id, "threshold": facts.threshold, "engine_asked": engine,
-            "patterns": list(patterns), "verdicts": f"{prefix}-SSSSS-of-NNNNN.csv",
-            "skipped": f"{prefix}-skipped-SSSSS-of-NNNNN.csv"}
+            "patterns": list(patterns), "verdicts": _in(out, f"{VERDICTS}-SSSSS-of-NNNNN.csv"),
+            "skipped": _in(out, f"{SKIPPED}-SSSSS-of-NNNNN.csv")}
     (tallies | "Summary" >> beam.Map(lambda t: json.dumps({**meta, "counts": t}, indent=2))
-     | "Write summary" >> beam.io.WriteToText(prefix, SUMMARY_SUFFIX, num_shards=1, shard_name_template=""))
+     | "Write summary" >> beam.io.WriteToText(_in(out, SUMMARY), num_shards=1, shard_name_template=""))
 
 
-def read_summary(prefix: str) -> dict | None:
-    """The summary a finished sweep wrote at ``prefix``, or None."""
+def read_summary(out: str) -> dict | None:
+    """The summary a finished sweep wrote at ``out``, or None."""
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        with FileSystems.open(f"{prefix}{SUMMARY_SUFFIX}", compression_type="uncompressed") as f:
+        with FileSystems.open(_in(out, SUMMARY), compression_type="uncompressed") as f:
             return json.loads(f.read().decode())
     except Exception:  # noqa: BLE001 - not there (yet)
         return None
 
 
-def read_rows(prefix: str):
-    """The verdicts a sweep wrote at ``prefix`` as one pandas table (every shard; for tests and small sweeps)."""
+def read_rows(out: str):
+    """The verdicts a sweep wrote at ``out`` as one pandas table (every shard; for tests and small sweeps)."""
     import pandas as pd
     from apache_beam.io.filesystems import FileSystems
 
-    shards = sorted(m.path for m in FileSystems.match([f"{prefix}-[0-9]*-of-*.csv"])[0].metadata_list)
+    shards = sorted(m.path for m in FileSystems.match([_in(out, f"{VERDICTS}-*-of-*.csv")])[0].metadata_list
+                    if _ours(m.path, out, VERDICTS))
     frames = [pd.read_csv(FileSystems.open(s, compression_type="uncompressed"), keep_default_na=False,
                           dtype={"path": str}) for s in shards]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 
-def read_skipped(prefix: str) -> list[tuple[str, str]]:
+def read_skipped(out: str) -> list[tuple[str, str]]:
     import pandas as pd
     from apache_beam.io.filesystems import FileSystems
 
-    shards = sorted(m.path for m in FileSystems.match([f"{prefix}-skipped-*-of-*.csv"])[0].metadata_list)
+    shards = sorted(m.path for m in FileSystems.match([_in(out, f"{SKIPPED}-*-of-*.csv")])[0].metadata_list
+                    if _ours(m.path, out, SKIPPED))
     out = []
     for s in shards:
         t = pd.read_csv(FileSystems.open(s, compression_type="uncompressed"), keep_default_na=False, dtype=str)
@@ -533,7 +592,7 @@ class SweepResult:
     summary: dict | None  # what the pipeline wrote itself
 
 
-def sweep(run: str, patterns: Sequence[str], prefix: str, runner: str = "direct", beam_args: Sequence[str] = (),
+def sweep(run: str, patterns: Sequence[str], out: str, runner: str = "direct", beam_args: Sequence[str] = (),
           engine: str = "auto", batch_size: int = 64, threads: int | None = None, tta: bool = False,
           overwrite: bool = False, detach: bool = False, num_shards: int = 0) -> SweepResult:
     """Scores every file matched by ``patterns`` with ``run`` on Beam; see the module's docstring.
@@ -542,18 +601,28 @@ def sweep(run: str, patterns: Sequence[str], prefix: str, runner: str = "direct"
         ConfigError: Beam is not installed, or an option it does not know.
         RunError: the run cannot be read.
         DataError: a pattern matches nothing.
-        OutputExistsError: ``prefix`` holds a sweep's output and ``overwrite`` is False.
+        OutputExistsError: ``out`` holds a sweep's output and ``overwrite`` is False.
     """
     require_beam()
     from apache_beam.metrics.metric import MetricsFilter
 
     options = pipeline_options(runner, beam_args)
+    local = [x for x in (run, *patterns, out) if not _is_remote(x)]
+    if RUNNERS.get(runner, runner) not in ("DirectRunner", "PrismRunner") and local:
+        log.warning(f"warning: {local[0]} is a local path: every worker of the {runner} runner must read it at the "
+                    "same path (a shared mount), or the job fails there; on Dataflow use gs:// paths")
     facts = run_facts(run)  # the run is read (and checked) before any worker starts
     check_patterns([as_pattern(x) for x in patterns])
-    plan_output(prefix, overwrite)
-    p = beam.Pipeline(options=options)
-    build(p, facts, patterns, prefix, engine, batch_size, threads, tta, num_shards)
-    result = p.run()
+    try:
+        p = beam.Pipeline(options=options)  # an unknown runner is refused here, before old output is removed
+    except ValueError as e:
+        raise ConfigError(f"Beam refused the pipeline: {str(e).splitlines()[0]}") from e
+    build(p, facts, patterns, out, engine, batch_size, threads, tta, num_shards)
+    plan_output(out, overwrite)
+    try:
+        result = p.run()
+    except ValueError as e:  # options the runner checks when the job is submitted (a Dataflow temp location...)
+        raise ConfigError(f"Beam refused the pipeline: {str(e).splitlines()[0]}") from e
     job = result.job_id() if callable(getattr(result, "job_id", None)) else None
     if detach:
         return SweepResult(str(result.state), job, None, None)
@@ -567,4 +636,4 @@ def sweep(run: str, patterns: Sequence[str], prefix: str, runner: str = "direct"
             counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + (value or 0)
     except Exception:  # noqa: BLE001 - a runner without metrics
         counts = None
-    return SweepResult(str(state), job, counts, read_summary(prefix))
+    return SweepResult(str(state), job, counts, read_summary(out))

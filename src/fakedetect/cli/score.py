@@ -233,9 +233,9 @@ def export(run_dir, fmt, out, overwrite, verbose):
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("run_dir", metavar="RUN")
 @click.argument("patterns", nargs=-1, required=True, metavar="PATTERN... [BEAM OPTIONS]")
-@click.option("--out", required=True, metavar="PREFIX",
-              help="Output prefix (a local path or gs://, s3://...): PREFIX-00000-of-0000N.csv (the verdicts), "
-                   "PREFIX-skipped-...csv and PREFIX-summary.json.")
+@click.option("--out", required=True, metavar="FOLDER",
+              help="Output folder (local, or gs://, s3://...): verdicts-00000-of-0000N.csv, skipped-...csv and "
+                   "summary.json.")
 @click.option("--runner", default="direct", show_default=True,
               help="Where the pipeline runs: direct, dataflow, flink, spark, portable, prism (or a Beam runner's "
                    "class name). Beam's other options follow as Beam writes them (--project, --region, "
@@ -248,7 +248,7 @@ def export(run_dir, fmt, out, overwrite, verbose):
 @click.option("--tta", is_flag=True, help="Score each image with its mirror image too (as predict --tta).")
 @click.option("--num-shards", type=NON_NEGATIVE, default=0, show_default=True,
               help="Shards of the verdicts (0: the runner chooses).")
-@click.option("--overwrite", is_flag=True, help="Remove an earlier sweep's files at PREFIX first.")
+@click.option("--overwrite", is_flag=True, help="Remove an earlier sweep's files in FOLDER first.")
 @click.option("--detach", is_flag=True, help="Submit the job and return (the summary JSON is written when done).")
 @engine_option
 @verbose_option
@@ -260,7 +260,7 @@ def sweep(run_dir, patterns, out, runner, batch_size, threads, tta, num_shards, 
     Needs the [beam] extra: pip install -e ".[beam]". RUN may sit on any filesystem Beam reads (each worker copies
     it once). Files matched by several patterns are scored once; unreadable ones are listed with the reason.
     """
-    from fakedetect.beam import _is_remote, split_args
+    from fakedetect.beam import SKIPPED, SUMMARY, VERDICTS, _in, _is_remote, split_args
     from fakedetect.beam import sweep as run_sweep
 
     show_library_messages(err=True)
@@ -273,32 +273,32 @@ def sweep(run_dir, patterns, out, runner, batch_size, threads, tta, num_shards, 
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]  # workers' INFO lines
     if not _is_remote(run_dir):
         check_run(Path(run_dir))
-        engine = _prepare_graph(Path(run_dir), engine, verbose)
+        engine = _prepare_graph(Path(run_dir), engine, tta, verbose)
     tensorflow(verbose)
     res = run_sweep(run_dir, patterns, out, runner, beam_args, engine=engine, batch_size=batch_size,
                     threads=threads, tta=tta, overwrite=overwrite, detach=detach, num_shards=num_shards)
     if detach:
         echo(f"submitted ({res.state}{', job ' + res.job if res.job else ''}); the summary will be at "
-             f"{out}-summary.json")
+             f"{_in(out, SUMMARY)}")
         return
     counts = (res.summary or {}).get("counts") or res.counts or {}
     echo(f"{res.state}: {counts.get('scored', 0)} scored ({counts.get('fake', 0)} fake, "
          f"{counts.get('out_of_domain', 0)} out of domain), {counts.get('skipped', 0)} skipped")
-    echo(f"verdicts: {out}-SSSSS-of-NNNNN.csv\nskipped:  {out}-skipped-SSSSS-of-NNNNN.csv\n"
-         f"summary:  {out}-summary.json")
+    echo(f"verdicts: {_in(out, VERDICTS)}-SSSSS-of-NNNNN.csv\nskipped:  {_in(out, SKIPPED)}-SSSSS-of-NNNNN.csv\n"
+         f"summary:  {_in(out, SUMMARY)}")
 
 
-def _prepare_graph(run_dir: Path, engine: str, verbose: int) -> str:
+def _prepare_graph(run_dir: Path, engine: str, tta: bool, verbose: int) -> str:
     """A local run's ONNX graph made once here, before Beam's workers start (each would make its own)."""
     from fakedetect.card import ModelCard
     from fakedetect.engine import OnnxEngine, choose_engine
 
     fr = ModelCard.read(run_dir).framing
     resolved = choose_engine(engine, run_dir, fr)
-    if resolved == "onnxruntime" and OnnxEngine(run_dir)._find(False, fr) is None:
+    if resolved == "onnxruntime" and OnnxEngine(run_dir)._find(tta, fr) is None:
         tensorflow(verbose)
         from fakedetect.run import load_run
 
         echo(f"fakedetect: making the ONNX graph of {run_dir} (once per model)")
-        load_run(run_dir, "onnxruntime").onnx.graph(False, fr)
+        load_run(run_dir, "onnxruntime").onnx.graph(tta, fr)
     return resolved
