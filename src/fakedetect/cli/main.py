@@ -124,6 +124,23 @@ def engine_option(fn):
              "1e-5.")(fn)
 
 
+def prepare_graph(run_dir: Path, engine: str, verbose: int = 0, tta: bool = False) -> str:
+    """Resolves ``auto`` for a local run; for ONNX Runtime, makes the run's graph now (once, under a lock), before
+    workers start (gunicorn's, Beam's), each of which would otherwise make its own. Returns the engine."""
+    from fakedetect.card import ModelCard
+    from fakedetect.engine import OnnxEngine, choose_engine
+
+    fr = ModelCard.read(run_dir).framing
+    engine = choose_engine(engine, run_dir, fr)
+    if engine == "onnxruntime" and OnnxEngine(run_dir)._find(tta, fr) is None:
+        tensorflow(verbose)
+        from fakedetect.run import load_run
+
+        echo(f"fakedetect: making the ONNX graph of {run_dir} (once per model)")
+        load_run(run_dir, "onnxruntime").onnx.graph(tta, fr)  # the Keras model loads to convert it
+    return engine
+
+
 def verbose_option(fn):
     return click.option("--verbose", "-v", count=True, help="Show TensorFlow's own log lines (-v).")(fn)
 

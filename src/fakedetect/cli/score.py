@@ -17,6 +17,7 @@ from fakedetect.cli.main import (
     engine_option,
     friendly_errors,
     main,
+    prepare_graph,
     show_library_messages,
     tensorflow,
     verbose_option,
@@ -273,7 +274,7 @@ def sweep(run_dir, patterns, out, runner, batch_size, threads, tta, num_shards, 
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]  # workers' INFO lines
     if not _is_remote(run_dir):
         check_run(Path(run_dir))
-        engine = _prepare_graph(Path(run_dir), engine, tta, verbose)
+        engine = prepare_graph(Path(run_dir), engine, verbose, tta)
     tensorflow(verbose)
     res = run_sweep(run_dir, patterns, out, runner, beam_args, engine=engine, batch_size=batch_size,
                     threads=threads, tta=tta, overwrite=overwrite, detach=detach, num_shards=num_shards)
@@ -286,19 +287,3 @@ def sweep(run_dir, patterns, out, runner, batch_size, threads, tta, num_shards, 
          f"{counts.get('out_of_domain', 0)} out of domain), {counts.get('skipped', 0)} skipped")
     echo(f"verdicts: {_in(out, VERDICTS)}-SSSSS-of-NNNNN.csv\nskipped:  {_in(out, SKIPPED)}-SSSSS-of-NNNNN.csv\n"
          f"summary:  {_in(out, SUMMARY)}")
-
-
-def _prepare_graph(run_dir: Path, engine: str, tta: bool, verbose: int) -> str:
-    """A local run's ONNX graph made once here, before Beam's workers start (each would make its own)."""
-    from fakedetect.card import ModelCard
-    from fakedetect.engine import OnnxEngine, choose_engine
-
-    fr = ModelCard.read(run_dir).framing
-    resolved = choose_engine(engine, run_dir, fr)
-    if resolved == "onnxruntime" and OnnxEngine(run_dir)._find(tta, fr) is None:
-        tensorflow(verbose)
-        from fakedetect.run import load_run
-
-        echo(f"fakedetect: making the ONNX graph of {run_dir} (once per model)")
-        load_run(run_dir, "onnxruntime").onnx.graph(tta, fr)
-    return resolved

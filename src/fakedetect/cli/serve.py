@@ -8,7 +8,17 @@ from pathlib import Path
 
 import click
 
-from fakedetect.cli.main import PORT, check_run, echo, engine_option, friendly_errors, main, tensorflow, verbose_option
+from fakedetect.cli.main import (
+    PORT,
+    check_run,
+    echo,
+    engine_option,
+    friendly_errors,
+    main,
+    prepare_graph,
+    tensorflow,
+    verbose_option,
+)
 
 
 def check_port(host: str, port: int) -> None:
@@ -30,21 +40,13 @@ def check_port(host: str, port: int) -> None:
 
 
 def prepare_engine(run_dir: Path, engine: str, workers: int, verbose: int) -> str:
-    """Resolves ``auto``; for ONNX Runtime, makes the run's graph now (once, under a lock), before gunicorn starts
+    """Resolves ``auto``; for ONNX Runtime, makes the run's graph now (:func:`prepare_graph`), before gunicorn starts
     its workers, and gives each worker cores // workers intra-op threads unless $FAKEDETECT_ORT_THREADS is set."""
-    from fakedetect.card import ModelCard
-    from fakedetect.engine import OnnxEngine, choose_engine, cores
+    from fakedetect.engine import cores
 
-    fr = ModelCard.read(run_dir).framing
-    engine = choose_engine(engine, run_dir, fr)
+    engine = prepare_graph(run_dir, engine, verbose)
     if engine == "onnxruntime":
         os.environ.setdefault("FAKEDETECT_ORT_THREADS", str(max(1, cores() // workers)))
-        if OnnxEngine(run_dir)._find(False, fr) is None:
-            tensorflow(verbose)
-            from fakedetect.run import load_run
-
-            echo(f"fakedetect: making the ONNX graph of {run_dir} (once per model)")
-            load_run(run_dir, "onnxruntime").onnx.graph(False, fr)  # the Keras model loads to convert it
     return engine
 
 
