@@ -498,14 +498,10 @@ def build(p, facts: RunFacts, patterns: Sequence[str], out: str, engine: str = "
         _, path, size = min(found)
         return path, size
 
-    def kept(meta_and_pattern):
-        meta, pattern = meta_and_pattern
-        return not _hidden(meta.path, pattern)
-
     matched = [
         p | f"Pattern {i}" >> beam.Create([pattern])
         | f"Match {i}" >> fileio.MatchAll()
-        | f"Not hidden {i}" >> beam.Filter(lambda m, pat=pattern: kept((m, pat)))
+        | f"Not hidden {i}" >> beam.Filter(lambda m, pat=pattern: not _hidden(m.path, pat))
         | f"Tag {i}" >> beam.Map(lambda m, i=i: (_same_file(m.path), (i, m.path, m.size_in_bytes)))
         for i, pattern in enumerate(patterns)]
     files = (matched | "All patterns" >> beam.Flatten()
