@@ -28,6 +28,22 @@ def test_resize_is_tensorflows(size, antialias):
     assert np.abs(pixels.resize(IMG, *size, antialias=antialias) - want).max() < 1e-4  # float32 rounding
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_the_checks_decoded_pixels_are_the_decoders(mode):
+    """An upload checked for the ONNX Runtime engine keeps the pixels its check decoded (one decode, not two):
+    the same pixels as decoding it again, and none kept past the budget."""
+    from fakedetect.web.service import check_upload
+
+    buf = io.BytesIO()
+    Image.fromarray(IMG).convert(mode).save(buf, "PNG")
+    data = buf.getvalue()
+    kept = check_upload(data, "x.png", keep_pixels=IMG.shape[0] * IMG.shape[1]).pixels
+    assert kept is not None and kept.dtype == np.uint8
+    assert np.array_equal(kept, rgb_pixels(io.BytesIO(data)))
+    assert check_upload(data, "x.png", keep_pixels=IMG.shape[0] * IMG.shape[1] - 1).pixels is None
+    assert check_upload(data, "x.png").pixels is None
+
+
 @pytest.mark.parametrize("fr", [Framing(48, "resize"), Framing(32, "crop", 5, "mean"), Framing(32, "crop", 9, "max"),
                                 Framing(96, "crop", 5, "mean")])  # 96: the image is mirrored out first
 def test_frame_is_the_pipelines(fr):

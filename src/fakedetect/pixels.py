@@ -64,12 +64,24 @@ def resize(img: np.ndarray, height: int, width: int, antialias: bool = True) -> 
     """An H x W x 3 image resized as ``tf.image.resize(img, (height, width), "bilinear", antialias)`` does
     (float32, not clipped)."""
     h, w = img.shape[:2]
-    wh, ww = _sparse(h, height, antialias), _sparse(w, width, antialias)
-    out = np.empty((height, width, img.shape[2]), np.float32)
+    return _apply(img, _sparse(h, height, antialias), _sparse(w, width, antialias))
+
+
+def _apply(img: np.ndarray, wh, ww) -> np.ndarray:
+    """``wh @ img @ ww.T`` on each channel of an H x W x C image (float32): the rows, then the columns."""
+    out = np.empty((wh.shape[0], ww.shape[0], img.shape[2]), np.float32)
     for c in range(img.shape[2]):  # one channel at a time: one float copy of a large image at most
         rows = np.asarray(wh @ img[..., c].astype(np.float32), np.float32)  # height x w
         out[..., c] = np.asarray(ww @ rows.T, np.float32).T
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _round_trip(n: int, m: int):
+    """The weights of shrinking a side of n pixels to m (antialiased) and resizing it back to n, as one sparse
+    n x n matrix (products in float64, stored in float32): one pass over the image instead of two."""
+    back, down = _sparse(m, n, False), _sparse(n, m, True)
+    return (back.astype(np.float64) @ down.astype(np.float64)).astype(np.float32).tocsr()
 
 
 def frame(img: np.ndarray, fr: Framing) -> np.ndarray:
@@ -93,8 +105,8 @@ def jpeg_reencode(q: int):
         buf = io.BytesIO()
         Image.fromarray(np.asarray(img, np.uint8)).save(buf, "JPEG", quality=q, subsampling="4:2:0")
         buf.seek(0)
-        with Image.open(buf, formats=["JPEG"]) as im:  # the JPEG just written
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        with Image.open(buf, formats=["JPEG"]) as im:  # the JPEG just written (RGB: no conversion to copy)
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
 
     return f
 
@@ -105,8 +117,9 @@ def downscale(factor: float):
     def f(img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
         sh, sw = max(int(round(h * factor)), 1), max(int(round(w * factor)), 1)
-        small = resize(img, sh, sw, antialias=True)
-        back = resize(small, h, w, antialias=False)
-        return np.round(np.clip(back, 0, 255)).astype(np.uint8)
+        back = _apply(img, _round_trip(h, sh), _round_trip(w, sw))  # the two resizes in one pass
+        np.clip(back, 0, 255, out=back)
+        np.rint(back, out=back)  # as np.round: halves to even, as tf.round
+        return back.astype(np.uint8)
 
     return f

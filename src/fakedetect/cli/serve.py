@@ -41,12 +41,19 @@ def check_port(host: str, port: int) -> None:
 
 def prepare_engine(run_dir: Path, engine: str, workers: int, verbose: int) -> str:
     """Resolves ``auto``; for ONNX Runtime, makes the run's graph now (:func:`prepare_graph`), before gunicorn starts
-    its workers, and gives each worker cores // workers intra-op threads unless $FAKEDETECT_ORT_THREADS is set."""
+    its workers, and gives each worker cores // workers intra-op threads unless $FAKEDETECT_ORT_THREADS is set.
+
+    The same share of the cores for numpy's BLAS in each worker (the domain check's products), unless
+    $OPENBLAS_NUM_THREADS or $MKL_NUM_THREADS is set: BLAS otherwise starts a thread per core in every worker,
+    and workers x cores threads spinning for a few small products slow every request down."""
     from fakedetect.engine import cores
 
     engine = prepare_graph(run_dir, engine, verbose)
+    share = str(max(1, cores() // workers))
     if engine == "onnxruntime":
-        os.environ.setdefault("FAKEDETECT_ORT_THREADS", str(max(1, cores() // workers)))
+        os.environ.setdefault("FAKEDETECT_ORT_THREADS", share)
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, share)
     return engine
 
 

@@ -130,11 +130,13 @@ def size_error(size: int) -> str | None:
     return f"file too large ({size / 1e6:.0f} MB)" if size > MAX_FILE_BYTES else None
 
 
-def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, tf_verify: bool = False) -> ImageInfo:
+def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, tf_verify: bool = False,
+                on_loaded: Callable | None = None) -> ImageInfo:
     """Fills ``info`` from encoded image bytes, fully decoding them with Pillow; never raises for bad bytes.
 
     Args:
         on_open: called with the open Pillow image once its format and size are accepted (to read more facts).
+        on_loaded: called with the decoded Pillow image (its pixels loaded) when every check passed.
         tf_verify: also decode with TensorFlow's decoder the files that the pipeline will decode with it: some
             damaged JPEGs that Pillow accepts (garbage before the end marker) are refused by TensorFlow.
     """
@@ -161,6 +163,8 @@ def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, t
                     if on_open is not None:
                         on_open(im)
                     im.load()
+                    if on_loaded is not None:
+                        on_loaded(im)
     except Image.DecompressionBombError as e:
         info.error = f"image too large: {e}"
     except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable file

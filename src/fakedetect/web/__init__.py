@@ -16,6 +16,7 @@ from fakedetect.quiet import import_tensorflow
 from fakedetect.run import load_run
 from fakedetect.web.api import bp as api_bp
 from fakedetect.web.guards import default_allowed_hosts, host_allowed, token_ok
+from fakedetect.web.memory import HeapTrimmer
 from fakedetect.web.pages import bp as pages_bp
 from fakedetect.web.service import Scorer
 from fakedetect.web.uploads import (
@@ -94,12 +95,15 @@ def create_app(run_dir: str | Path | None = None, config: dict | None = None) ->
             msg = too_large_message(app.config["MAX_CONTENT_LENGTH"])
         return jsonify(error=msg, status=e.code), e.code
 
+    app.extensions["fakedetect.heap"] = HeapTrimmer()
+
     @app.after_request
     def _headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Content-Security-Policy",
                                 "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                                 "frame-ancestors 'none'")
+        resp.call_on_close(app.extensions["fakedetect.heap"].after_request)  # once sent: fakedetect.web.memory
         return resp
 
     return app

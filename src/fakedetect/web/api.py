@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from fakedetect.web.service import UploadError, check_upload
+from fakedetect.web.service import KEEP_DECODED_PIXELS, UploadError, check_upload
 
 bp = Blueprint("api", __name__)
 
@@ -23,10 +23,15 @@ def predict():
         return jsonify(error=f"too many files: at most {current_app.config['MAX_FILES']} per request"), 400
     explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
     checked = []
+    s = scorer()
+    keep = KEEP_DECODED_PIXELS if s.numpy else 0  # pixels the checks may keep decoded, where scoring uses Pillow's
     for f in files:
         # The client's file name is only echoed back (never used as a path); the bytes stay in memory.
         try:
-            checked.append((f.filename or "", check_upload(f.read(), f.filename or "")))
+            c = check_upload(f.read(), f.filename or "", keep_pixels=keep)
+            checked.append((f.filename or "", c))
+            if c.pixels is not None:
+                keep -= c.facts["width"] * c.facts["height"]
         except UploadError as e:
             return jsonify(error=str(e), filename=f.filename or ""), 400
     pixels = sum(c.facts["width"] * c.facts["height"] for _, c in checked)
@@ -34,7 +39,6 @@ def predict():
     if pixels > cap:  # decoding and scoring time grow with the pixels: bound what one request may cost
         return jsonify(error=f"too many pixels in one request: {pixels / 1e6:.0f} megapixels, at most "
                              f"{cap / 1e6:.0f}; send fewer or smaller images per request", status=413), 413
-    s = scorer()
     results = []
     for name, c in checked:
         try:

@@ -57,12 +57,19 @@ class UploadError(ValueError):
     """An upload that is not a usable image; the message names the problem."""
 
 
+# A request's uploads keep the pixels their checks decoded, up to this many pixels in all (when the scorer decodes
+# with Pillow), so that an image is not decoded twice; the others are decoded again when scored, one at a time:
+# a request of many large files does not hold them all decoded.
+KEEP_DECODED_PIXELS = 4_000_000
+
+
 @dataclass
 class Checked:
     data: bytes
     facts: dict
     pillow_only: bool
     filename: str = ""
+    pixels: np.ndarray | None = None  # the decoded RGB pixels, when kept (see check_upload)
 
 
 def _label(filename: str) -> str:
@@ -93,26 +100,34 @@ def estimate_jpeg_quality(quant: dict) -> int | None:
     return int(np.clip(round(q), 1, 100))
 
 
-def check_upload(data: bytes, filename: str = "") -> Checked:
+def check_upload(data: bytes, filename: str = "", keep_pixels: int = 0) -> Checked:
     """Validates upload bytes by content (the same checks as for files); raises UploadError with the reason.
 
-    Nothing touches the disk.
+    Nothing touches the disk. ``keep_pixels``: keep the RGB pixels the check decoded (Pillow's, as
+    :func:`fakedetect.data.checks.rgb_pixels` gives them) in ``Checked.pixels`` if the image has at most that
+    many pixels.
     """
     facts: dict = {}
+    kept: list = []
+
+    def keep(im):
+        if im.size[0] * im.size[1] <= keep_pixels:
+            kept.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
     def read_facts(im):
         facts["exif"] = bool(im.getexif())
         facts["jpeg_quality_estimate"] = (estimate_jpeg_quality(getattr(im, "quantization", None))
                                           if im.format in ("JPEG", "MPO") else None)
 
-    info = check_bytes(data, ImageInfo(filename or "upload"), on_open=read_facts)
+    info = check_bytes(data, ImageInfo(filename or "upload"), on_open=read_facts, on_loaded=keep)
     if info.error:
         name = _label(filename)
         hint = " (JPEG, PNG, WebP, BMP or GIF expected)" if info.error.startswith(("not an", "unsupported")) else ""
         raise UploadError(f"{name}: {info.error}{hint}")
     facts = {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
              "bytes": info.nbytes, **facts}
-    return Checked(data, facts, pillow_only=not info.tf_decodable, filename=filename)
+    return Checked(data, facts, pillow_only=not info.tf_decodable, filename=filename,
+                   pixels=kept[0] if kept else None)
 
 
 class Scorer:
@@ -123,7 +138,7 @@ class Scorer:
     explanation (Grad-CAM needs gradients)."""
     def __init__(self, run: Run):
         self.run = run
-        self.numpy = run.engine == "onnxruntime"
+        self.numpy = run.engine == "onnxruntime"  # decoding, framing and variants without TensorFlow
         self._lock = threading.Lock()
 
     def decode(self, c: Checked):
@@ -134,6 +149,8 @@ class Scorer:
                 end-of-image marker, which libjpeg in TensorFlow refuses and Pillow tolerates).
         """
         if self.numpy or c.pillow_only:  # Pillow: without TensorFlow, or an animation (its first frame)
+            if c.pixels is not None:  # decoded by the check already
+                return c.pixels
             try:
                 return rgb_pixels(io.BytesIO(c.data))
             except Exception as e:  # noqa: BLE001 - any decoder failure means an unusable upload
