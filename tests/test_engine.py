@@ -186,8 +186,9 @@ def test_serve_makes_the_graph_before_the_workers_start(engine_run, tmp_path, mo
 
     fresh = tmp_path / "fresh"
     shutil.copytree(engine_run, fresh, ignore=shutil.ignore_patterns(ENGINE_DIR))
-    monkeypatch.delenv("FAKEDETECT_ORT_THREADS", raising=False)
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    for name in ("FAKEDETECT_ORT_THREADS", "OPENBLAS_NUM_THREADS"):  # unset now, and as they were afterwards
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
     assert prepare_engine(fresh, "auto", 64, 0) == "onnxruntime"
     assert os.environ["FAKEDETECT_ORT_THREADS"] == "1"  # 64 workers on this machine's cores

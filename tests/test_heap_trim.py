@@ -48,12 +48,13 @@ def test_trims_only_past_the_margin_and_then_measures_from_what_is_left():
     assert t.level == heap.rss and heap.trims == 2
 
 
-def test_nothing_without_glibc_or_proc():
-    t = HeapTrimmer(trim=None)
-    t.trim = None
+def test_nothing_without_glibc_or_proc(monkeypatch):
+    monkeypatch.setattr(memory, "malloc_trim", lambda: None)  # another C library
+    t = HeapTrimmer()
+    assert t.trim is None and t.level is None
     t.after_request()  # no error, nothing to call
     heap = FakeHeap(100 * MB)
-    t = HeapTrimmer(trim=heap.trim, rss=lambda: None)
+    t = HeapTrimmer(trim=heap.trim, rss=lambda: None)  # no /proc
     t.after_request()
     assert heap.trims == 0
 
@@ -77,7 +78,7 @@ def test_the_app_asks_after_every_answer_once_it_is_sent(tiny_run):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buf, "PNG")
     with app.test_client() as client:
         r = client.post("/api/v1/predict", data={"image": (io.BytesIO(buf.getvalue()), "a.png")})
-        assert r.status_code == 200
+        assert r.status_code == 200 and calls == []  # not before the answer is closed (sent, under gunicorn)
         r.close()
         assert calls == [1]
         r = client.get("/healthz")
@@ -85,11 +86,11 @@ def test_the_app_asks_after_every_answer_once_it_is_sent(tiny_run):
         assert r.status_code == 200 and calls == [1, 1]
 
 
-def test_a_large_upload_leaves_no_growth_behind(tiny_run, megapixels=16):
-    """Through the app on ONNX Runtime (serve's default): after a large upload and a run of ordinary ones, the
-    process is not left holding the large one's memory (without the trims: +183 MB here, with them +10 MB)."""
+def test_a_large_upload_leaves_no_growth_behind(tiny_run):
+    """Through the app on ONNX Runtime (serve's default): after a 16-megapixel upload and a run of ordinary ones,
+    the process is not left holding the large one's memory (without the trims: +183 MB here, with them +10 MB)."""
     app = create_app(tiny_run, {"TESTING": True, "MAX_CONTENT_LENGTH": 64 * MB, "ENGINE": "onnxruntime"})
-    side = int(np.sqrt(megapixels * 1e6))
+    side = 4000
 
     def png(w, h, seed):
         buf = io.BytesIO()
@@ -110,4 +111,5 @@ def test_a_large_upload_leaves_no_growth_behind(tiny_run, megapixels=16):
         for d in small:
             post(d)
         after = memory.resident_bytes()
-    assert after <= before + max(memory.SLACK_SHARE * before, memory.MIN_SLACK_BYTES) + 16 * MB
+    assert app.extensions["fakedetect.heap"].trims >= 1
+    assert after <= before + 64 * MB  # the margin of a ~2 GB test process is ~100 MB: a tighter bound than that

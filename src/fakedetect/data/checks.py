@@ -136,7 +136,8 @@ def check_bytes(data: bytes, info: ImageInfo, on_open: Callable | None = None, t
 
     Args:
         on_open: called with the open Pillow image once its format and size are accepted (to read more facts).
-        on_loaded: called with the decoded Pillow image (its pixels loaded) when every check passed.
+        on_loaded: called with the decoded Pillow image once Pillow's checks passed and its pixels are loaded
+            (before TensorFlow's decode of ``tf_verify``).
         tf_verify: also decode with TensorFlow's decoder the files that the pipeline will decode with it: some
             damaged JPEGs that Pillow accepts (garbage before the end marker) are refused by TensorFlow.
     """

@@ -11,8 +11,8 @@ has grown past a margin since the last trim, and after the response is sent (``c
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import threading
 from collections.abc import Callable
 
 # Growth of resident memory since the last trim that triggers one: this share of it, at least MIN_SLACK_BYTES.
@@ -30,11 +30,10 @@ def resident_bytes() -> int | None:
 
 
 def malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None (another C library, or none found)."""
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim``, or None (another C library)."""
     try:
-        fn = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError, TypeError):
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
         return None
     fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn
@@ -50,10 +49,17 @@ class HeapTrimmer:
         self.rss = rss
         self.level = rss() if self.trim is not None else None
         self.trims = 0
+        self._busy = threading.Lock()  # threaded servers (serve --dev): one look at a time, the others skip
 
     def after_request(self) -> None:
-        if self.trim is None or self.level is None:
+        if self.trim is None or self.level is None or not self._busy.acquire(blocking=False):
             return
+        try:
+            self._after_request()
+        finally:
+            self._busy.release()
+
+    def _after_request(self) -> None:
         now = self.rss()
         if now is None:
             return
