@@ -186,12 +186,13 @@ def test_serve_makes_the_graph_before_the_workers_start(engine_run, tmp_path, mo
 
     fresh = tmp_path / "fresh"
     shutil.copytree(engine_run, fresh, ignore=shutil.ignore_patterns(ENGINE_DIR))
-    for name in ("FAKEDETECT_ORT_THREADS", "OPENBLAS_NUM_THREADS"):  # unset now, and as they were afterwards
+    for name in ("FAKEDETECT_ORT_THREADS", "OPENBLAS_NUM_THREADS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"):  # unset now
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
     assert prepare_engine(fresh, "auto", 64, 0) == "onnxruntime"
     assert os.environ["FAKEDETECT_ORT_THREADS"] == "1"  # 64 workers on this machine's cores
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "3"  # numpy's BLAS too
+    assert os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "true"  # TensorFlow's memory given back (issue 22)
     assert len(list((fresh / ENGINE_DIR).glob("*.onnx"))) == 1
     assert prepare_engine(fresh, "tensorflow", 1, 0) == "tensorflow"
