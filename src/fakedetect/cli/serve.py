@@ -55,8 +55,8 @@ def prepare_engine(run_dir: Path, engine: str, workers: int, verbose: int) -> st
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, share)
     # TensorFlow's oneDNN allocator keeps a pool the size of the largest upload's tensors and never gives it back
-    # (a worker grew 19% over 10,000 fuzzed uploads, the heap trim notwithstanding); the system allocator returns it,
-    # at the same speed here (benchmarks/RESULTS.md, issue 22). For the TensorFlow engine, and for explanations.
+    # (a worker grew 19% over 10,000 fuzzed uploads, the heap trim notwithstanding); the system allocator returns it
+    # (TensorFlow engine under load: a third fewer requests/s; =false for them; benchmarks/RESULTS.md, issue 22).
     os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "true")
     return engine
 
