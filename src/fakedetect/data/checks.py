@@ -60,10 +60,16 @@ class ImageInfo:
 def rgb_pixels(source):
     """The image in ``source`` (a path or a file object) as a uint8 H x W x 3 array, opened by
     :func:`open_image`: the first frame of an animation, alpha dropped, grey made RGB."""
+    with open_image(source) as im:
+        return rgb_array(im)
+
+
+def rgb_array(im):
+    """An open Pillow image's pixels as :func:`rgb_pixels` gives them: uint8 H x W x 3 (alpha dropped, grey made
+    RGB)."""
     import numpy as np
 
-    with open_image(source) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def open_image(source):

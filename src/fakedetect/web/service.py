@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fakedetect import pixels
-from fakedetect.data.checks import ImageInfo, check_bytes, rgb_pixels
+from fakedetect.data.checks import ImageInfo, check_bytes, rgb_array, rgb_pixels
 from fakedetect.data.transforms import downscale, jpeg_reencode
 from fakedetect.framing import crop_boxes
 from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
@@ -112,7 +112,7 @@ def check_upload(data: bytes, filename: str = "", keep_pixels: int = 0) -> Check
 
     def keep(im):
         if im.size[0] * im.size[1] <= keep_pixels:
-            kept.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            kept.append(rgb_array(im))
 
     def read_facts(im):
         facts["exif"] = bool(im.getexif())
