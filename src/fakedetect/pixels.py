@@ -24,7 +24,6 @@ import numpy as np
 from fakedetect.framing import Framing, crop_offsets, mirror_index
 
 
-@functools.lru_cache(maxsize=64)
 def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
     """(n_out, n_in) weights of TensorFlow's bilinear resize along one axis (half-pixel centres; a triangle
     kernel, widened by n_in / n_out when shrinking with ``antialias``; rows normalised to sum 1), computed in
@@ -54,7 +53,8 @@ def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _sparse(n_in: int, n_out: int, antialias: bool):
     """:func:`resize_weights` as a sparse matrix: a row has a few weights (about 2 x n_in / n_out when shrinking),
-    so a product costs that many multiplications per output pixel, not n_in."""
+    so a product costs that many multiplications per output pixel, not n_in. Only the sparse form is kept (the
+    dense one of a 1024 px side is 3-4 MB, and uploads come in many sizes)."""
     from scipy.sparse import csr_matrix
 
     return csr_matrix(resize_weights(n_in, n_out, antialias))
@@ -67,13 +67,24 @@ def resize(img: np.ndarray, height: int, width: int, antialias: bool = True) -> 
     return _apply(img, _sparse(h, height, antialias), _sparse(w, width, antialias))
 
 
+# Elements of a large image converted to float32 at a time (16 MB): a 64-megapixel upload is not copied whole.
+_BLOCK = 4_000_000
+
+
 def _apply(img: np.ndarray, wh, ww) -> np.ndarray:
-    """``wh @ img @ ww.T`` on each channel of an H x W x C image (float32): the rows, then the columns."""
-    out = np.empty((wh.shape[0], ww.shape[0], img.shape[2]), np.float32)
-    for c in range(img.shape[2]):  # one channel at a time: one float copy of a large image at most
-        rows = np.asarray(wh @ img[..., c].astype(np.float32), np.float32)  # height x w
-        out[..., c] = np.asarray(ww @ rows.T, np.float32).T
-    return out
+    """``wh @ img @ ww.T`` on each channel of an H x W x C image (float32): the rows on the image as an
+    H x (W * C) matrix (every channel in one product, each output row a few long contiguous sums), then the
+    columns on the (usually much smaller) result transposed once."""
+    h_in, w_in, c = img.shape
+    flat = img.reshape(h_in, w_in * c)
+    rows = np.empty((wh.shape[0], w_in * c), np.float32)  # h x (W * C)
+    step = max(1, _BLOCK // h_in)  # columns a block: the float copy of a large image is made a block at a time
+    for j in range(0, w_in * c, step):
+        rows[:, j:j + step] = wh @ flat[:, j:j + step].astype(np.float32)
+    h = rows.shape[0]
+    cols = np.ascontiguousarray(rows.reshape(h, w_in, c).transpose(1, 0, 2)).reshape(w_in, h * c)
+    out = np.asarray(ww @ cols, np.float32)  # w x (h * C)
+    return np.ascontiguousarray(out.reshape(ww.shape[0], h, c).transpose(1, 0, 2))
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,6 +93,15 @@ def _round_trip(n: int, m: int):
     n x n matrix (products in float64, stored in float32): one pass over the image instead of two."""
     back, down = _sparse(m, n, False), _sparse(n, m, True)
     return (back.astype(np.float64) @ down.astype(np.float64)).astype(np.float32).tocsr()
+
+
+@functools.lru_cache(maxsize=64)
+def _round_trip_to(n: int, m: int, s: int):
+    """The weights of shrinking a side of n pixels to m (antialiased), resizing it back to n and then to the
+    model's s (antialiased), as one sparse s x n matrix (products in float64, stored in float32)."""
+    to, back, down = (_sparse(n, s, True).astype(np.float64), _sparse(m, n, False).astype(np.float64),
+                      _sparse(n, m, True).astype(np.float64))
+    return (to @ (back @ down)).astype(np.float32).tocsr()
 
 
 def frame(img: np.ndarray, fr: Framing) -> np.ndarray:
@@ -121,5 +141,18 @@ def downscale(factor: float):
         np.clip(back, 0, 255, out=back)
         np.rint(back, out=back)  # as np.round: halves to even, as tf.round
         return back.astype(np.uint8)
+
+    return f
+
+
+def downscale_framed(factor: float, size: int):
+    """A function giving the model's S x S input (float32) of a uint8 image shrunk by ``factor``, resized back and
+    then framed, as :func:`fakedetect.data.transforms.downscale_framed` does: the three resizes as one product
+    (about one resize's cost instead of two at the image's size), the round trip not rounded to 8 bits."""
+    def f(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        sh, sw = max(int(round(h * factor)), 1), max(int(round(w * factor)), 1)
+        out = _apply(img, _round_trip_to(h, sh, size), _round_trip_to(w, sw, size))
+        return np.clip(out, 0.0, 255.0, out=out)
 
     return f

@@ -328,10 +328,23 @@ def forward(fn, batch, domain: DomainModel | None = None) -> tuple:
     return p, dist, per_view
 
 
+@dataclass(frozen=True)
+class Framed:
+    """A view that comes framed already (float32, S x S x 3 in resize mode): the web app's downscale variant goes
+    from the upload to the model's input in one product instead of being made at the upload's size and resized."""
+    pixels: object
+
+
 def framed(img, fr: Framing, numpy: bool = False):
     """A decoded image framed for the model (see :func:`fakedetect.data.pipeline.frame`); in crop mode, a stack of
-    K crops (K x S x S x 3) is taken as framed already. ``numpy``: framed without TensorFlow
-    (:func:`fakedetect.pixels.frame`), for the ONNX Runtime engine."""
+    K crops (K x S x S x 3) is taken as framed already, and so is a :class:`Framed` view. ``numpy``: framed without
+    TensorFlow (:func:`fakedetect.pixels.frame`), for the ONNX Runtime engine."""
+    if isinstance(img, Framed):
+        if numpy:
+            return np.asarray(img.pixels, np.float32)
+        import tensorflow as tf
+
+        return tf.cast(img.pixels, tf.float32)
     if numpy:
         from fakedetect import pixels
 
@@ -352,8 +365,8 @@ def score_images(model, images: Sequence, image_size: int | Framing, domain: Dom
     """(uncalibrated P(fake), domain distance or None, {view: uncalibrated P(fake)}, each crop's uncalibrated
     P(fake): images x K, x 1 in resize mode) of decoded uint8 images, one forward pass per image with its views
     (``views(image)`` -> {name: uint8 image}), each framed as the image is (in crop mode a view may come framed
-    already, K x S x S x 3: variants made per crop). On the ONNX Runtime engine, without TensorFlow (numpy
-    framing, :mod:`fakedetect.pixels`)."""
+    already, K x S x S x 3: variants made per crop; in either mode a :class:`Framed` view is). On the ONNX Runtime
+    engine, without TensorFlow (numpy framing, :mod:`fakedetect.pixels`)."""
     fr = framing(image_size)
     numpy = getattr(model, "engine", None) == "onnxruntime"
     fn = scoring_function(model, tta, fr)

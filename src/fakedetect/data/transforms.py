@@ -47,6 +47,23 @@ def downscale(factor: float):
     return f
 
 
+def downscale_framed(factor: float, size: int):
+    """The model's S x S input (float32) of a uint8 image shrunk by ``factor``, resized back and framed (resize
+    mode), without rounding the round trip to 8 bits: the web app's downscale variant, which
+    :func:`fakedetect.pixels.downscale_framed` computes in one product on the ONNX Runtime engine."""
+    import tensorflow as tf
+
+    from fakedetect.data.pipeline import resize
+
+    def f(img):
+        hw = tf.shape(img)[:2]
+        small = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32), 1)
+        x = tf.image.resize(tf.cast(img, tf.float32), small, antialias=True)
+        return resize(tf.image.resize(x, hw), size)
+
+    return f
+
+
 #: Perturbation name -> (kind, parameter); "clean" leaves the image as it is.
 PERTURBATIONS: dict[str, tuple[str, float] | None] = {
     "clean": None,

@@ -13,10 +13,10 @@ import numpy as np
 
 from fakedetect import pixels
 from fakedetect.data.checks import ImageInfo, check_bytes, rgb_array, rgb_pixels
-from fakedetect.data.transforms import downscale, jpeg_reencode
+from fakedetect.data.transforms import downscale, downscale_framed, jpeg_reencode
 from fakedetect.framing import crop_boxes
 from fakedetect.models import BACKBONE_LAYER, OUTPUT_LAYER, POOL_LAYER
-from fakedetect.run import Run
+from fakedetect.run import Framed, Run
 
 # The IJG standard luminance quantisation table (quality 50), in natural order.
 _STD_LUMA = np.array([
@@ -45,12 +45,23 @@ def variant_source(img, image_size: int):
     return np.asarray(im)
 
 
-def mild_variants(numpy: bool = False) -> dict:
+def mild_variants(numpy: bool = False, size: int | None = None) -> dict:
     """Name -> transform of the mild variants an upload is re-scored under (a verdict that flips is uncertain);
-    ``numpy``: the same without TensorFlow (:mod:`fakedetect.pixels`), for the ONNX Runtime engine."""
-    if numpy:
-        return {"re-encoded as JPEG 90": pixels.jpeg_reencode(90), "resized to 75% and back": pixels.downscale(0.75)}
-    return {"re-encoded as JPEG 90": jpeg_reencode(90), "resized to 75% and back": downscale(0.75)}
+    ``numpy``: the same without TensorFlow (:mod:`fakedetect.pixels`), for the ONNX Runtime engine.
+
+    ``size``: resize mode's input size. The downscale variant then goes to the model's input in one go (a
+    :class:`fakedetect.run.Framed` view: shrunk, resized back and framed without rounding to 8 bits in between),
+    which on ONNX Runtime is one product instead of two resizes at the upload's size; without it (crop mode: the
+    variants of S px crops) it is a uint8 image."""
+    jpeg = pixels.jpeg_reencode(90) if numpy else jpeg_reencode(90)
+    if size is None:
+        down = pixels.downscale(0.75) if numpy else downscale(0.75)
+    else:
+        make = pixels.downscale_framed(0.75, size) if numpy else downscale_framed(0.75, size)
+
+        def down(img):
+            return Framed(make(img))
+    return {"re-encoded as JPEG 90": jpeg, "resized to 75% and back": down}
 
 
 class UploadError(ValueError):
@@ -185,7 +196,7 @@ class Scorer:
                             for name, make in mild_variants(numpy=True).items()}
             else:
                 small = variant_source(img, self.run.image_size)
-                variants = {name: make(small) for name, make in mild_variants(numpy=True).items()}
+                variants = {name: make(small) for name, make in mild_variants(True, fr.size).items()}
         elif fr.cropped:
             # Crop mode: the variants are made of each of the image's K crops (K x S x S px whatever the upload's
             # size), outside the lock; the image's crops are scored with them in one pass.
@@ -200,7 +211,7 @@ class Scorer:
             import tensorflow as tf
 
             small = tf.constant(variant_source(img, self.run.image_size))
-            variants = {name: make(small) for name, make in mild_variants().items()}
+            variants = {name: make(small) for name, make in mild_variants(False, fr.size).items()}
         t2 = time.perf_counter()
         with self._lock:
             t3 = time.perf_counter()
