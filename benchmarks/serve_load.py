@@ -1,7 +1,8 @@
 """Load test of `fakedetect serve` (gunicorn) on loopback only, bounded in time.
 
 Starts the server on 127.0.0.1, warms it up, measures single-upload latency of a 1024x768 JPEG, then runs
-N concurrent clients for M seconds, and compares the server's memory (all its processes) at the end with its
+N concurrent clients for M seconds (with the CPU time the server and this load generator spent per request:
+both run on the same cores), and compares the server's memory (all its processes) at the end with its
 memory after warm-up. With --engine: the scoring engine (issue 25); the figures then add the start-up time (from
 the command to the first answer of /healthz, a graph already made), the per-request time of each stage (the API's
 ``timing_ms``, median under load), and the server's memory after one explanation (``?explain=1``).
@@ -42,6 +43,22 @@ def server_rss_mb(pid: int) -> float:
         except (OSError, ValueError):
             pass
     return total / 1024
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a process and all its live descendants (Linux /proc)."""
+    total, todo = 0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / tick
 
 
 def photo_jpeg(w=1024, h=768) -> bytes:
@@ -120,12 +137,13 @@ def main() -> int:
                     results.append(r)
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        t0 = time.perf_counter()
+        t0, cpu0, own0 = time.perf_counter(), server_cpu_s(proc.pid), time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
+        server_cpu, client_cpu = server_cpu_s(proc.pid) - cpu0, time.process_time() - own0
         rss_end = server_rss_mb(proc.pid)
         explained = post(url + "?explain=1", img)[0]
         rss_explained = server_rss_mb(proc.pid)
@@ -145,6 +163,12 @@ def main() -> int:
          "value": 1000 * float(np.percentile(lat, 50)) if len(lat) else float("nan")},
         {"measure": f"{args.clients} clients: p95 latency (ms)",
          "value": 1000 * float(np.percentile(lat, 95)) if len(lat) else float("nan")},
+        {"measure": f"{args.clients} clients: server CPU per request (ms)",
+         "value": 1000 * server_cpu / max(len(results), 1)},
+        {"measure": f"{args.clients} clients: load generator CPU per request (ms; same cores)",
+         "value": 1000 * client_cpu / max(len(results), 1)},
+        {"measure": f"server's capacity with the clients elsewhere: {os.cpu_count()} cores / server CPU per "
+                    "request (requests/s)", "value": os.cpu_count() * max(len(results), 1) / max(server_cpu, 1e-9)},
         {"measure": "server memory after warm-up (MB)", "value": rss_warm},
         {"measure": "server memory at the end (MB)", "value": rss_end},
         {"measure": "memory growth (%)", "value": 100 * (rss_end / rss_warm - 1) if rss_warm else float("nan")},
