@@ -7,7 +7,11 @@ images), scored by one run:
    the pipeline and Pillow decode with now); TensorFlow framing and engine for both;
 2. framing: TensorFlow's resize or crops against ``fakedetect.pixels`` (numpy, what a `serve` worker on ONNX
    Runtime uses); the same decoded pixels, TensorFlow engine;
-3. engine: TensorFlow against ONNX Runtime; the same framed pixels.
+3. engine: TensorFlow against ONNX Runtime; the same framed pixels;
+4. (resize mode) the web app's downscale variant: shrunk to 75%, resized back and rounded to 8 bits, then framed
+   (before), against the three resizes composed without the rounding (one product on ONNX Runtime); both in
+   TensorFlow, from the variant's source (the upload, or its copy of at most 1024 px): on every image, and as
+   `serve` applies it (composed only for images at least COMPOSE_MIN_SHRINK times the input on their shorter side).
 
     python benchmarks/engine_preprocessing.py RUN_DIR [--per-set 200]
 """
@@ -42,10 +46,13 @@ def main() -> int:
     tf_run, ort_run = load_run(args.run_dir, "tensorflow"), load_run(args.run_dir, "onnxruntime")
     fr = tf_run.framing
     tf_fn, ort_fn = scoring_function(tf_run.model, False, fr), scoring_function(ort_run.network, False, fr)
+    from fakedetect.data.transforms import downscale, downscale_framed
     from fakedetect.run import framed
+    from fakedetect.web.service import COMPOSE_MIN_SHRINK, variant_source
 
-    p = {k: [] for k in ("fast decode", "accurate decode", "numpy framing", "onnxruntime")}
-    pixel_diff = []
+    p = {k: [] for k in ("fast decode", "accurate decode", "numpy framing", "onnxruntime", "variant rounded",
+                         "variant composed", "variant as served")}
+    pixel_diff, n_big = [], 0
     for f in files:
         data_bytes = f.read_bytes()
         fast = tf.io.decode_jpeg(data_bytes, channels=3).numpy()  # TensorFlow's default: the fast IDCT
@@ -57,12 +64,25 @@ def main() -> int:
         p["accurate decode"].append(float(np.asarray(tf_fn(x_acc[None])[0]).reshape(-1)[0]))
         p["numpy framing"].append(float(np.asarray(tf_fn(x_np[None])[0]).reshape(-1)[0]))
         p["onnxruntime"].append(float(np.asarray(ort_fn(x_acc[None])[0]).reshape(-1)[0]))
-    p = {k: tf_run.calibrate(np.array(v)) for k, v in p.items()}
+        if not fr.cropped:
+            src = tf.constant(variant_source(accurate, fr.size))
+            x_round = frame(downscale(0.75)(src), fr).numpy()
+            x_comp = downscale_framed(0.75, fr.size)(src).numpy()
+            p["variant rounded"].append(float(np.asarray(tf_fn(x_round[None])[0]).reshape(-1)[0]))
+            p["variant composed"].append(float(np.asarray(tf_fn(x_comp[None])[0]).reshape(-1)[0]))
+            big = min(src.shape[:2]) >= COMPOSE_MIN_SHRINK * fr.size
+            p["variant as served"].append(p["variant composed" if big else "variant rounded"][-1])
+            n_big += big
+    p = {k: tf_run.calibrate(np.array(v)) if v else np.array(v) for k, v in p.items()}
     t = tf_run.threshold
     rows = []
     for what, a, b in (("decode: fast IDCT -> accurate", "fast decode", "accurate decode"),
                        ("framing: TensorFlow -> numpy", "accurate decode", "numpy framing"),
-                       ("engine: TensorFlow -> ONNX Runtime", "accurate decode", "onnxruntime")):
+                       ("engine: TensorFlow -> ONNX Runtime", "accurate decode", "onnxruntime"),
+                       ("downscale variant: rounded round trip -> composed", "variant rounded", "variant composed"),
+                       (f"the same as served ({n_big} composed)", "variant rounded", "variant as served")):
+        if not len(p[a]):
+            continue
         d = np.abs(p[a] - p[b])
         rows.append({"difference": what, "images": len(d), "max |dP(fake)|": float(d.max()),
                      "mean": float(d.mean()), "99th percentile": float(np.quantile(d, 0.99)),

@@ -43,6 +43,9 @@ RECIPES = {
     "npr-crop": {"backbone": "npr", "input": "crop", "image_size": 96},
     "npr-lite0-crop": {"backbone": "npr-lite0", "input": "crop", "image_size": 96},
     "lite2-crop": {"backbone": "efficientnet-lite2", "input": "crop", "image_size": 96},
+    # the frozen ImageNet features and a trained head only (UnivFD's bet with the features there are here: a
+    # backbone that is not fine-tuned cannot learn the training sets' quirks in its own layers)
+    "lite0-frozen": {"epochs_frozen": 7, "epochs_finetune": 0},
 }
 ROBUST = {"faces re-encoded JPEG 75": ("faces", "jpeg", 75), "sd-coco resampled 0.5": ("sd-coco", "downscale", 0.5),
           "sd-coco re-encoded JPEG 75": ("sd-coco", "jpeg", 75)}

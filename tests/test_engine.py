@@ -95,7 +95,8 @@ def test_the_api_agrees_on_both_engines_variants_included(engine_run):
     answers = {}
     for engine in ("tensorflow", "onnxruntime"):
         client = create_app(engine_run, {"TESTING": True, "ENGINE": engine}).test_client()
-        files = [(io.BytesIO(_jpeg(i)), f"{i}.jpg") for i in range(4)]
+        # two uploads of at least 4x the 48 px input: their downscale variant is composed with the framing
+        files = [(io.BytesIO(_jpeg(i, (90, 70) if i < 4 else (260, 200))), f"{i}.jpg") for i in range(6)]
         r = client.post("/api/v1/predict", data={"image": files})
         assert r.status_code == 200, r.json
         answers[engine] = r.json["results"]

@@ -45,22 +45,29 @@ def variant_source(img, image_size: int):
     return np.asarray(im)
 
 
+# Resize mode: the downscale variant is composed with the framing (not rounded to 8 bits in between) for images at
+# least this many times the model's input on their shorter side (see mild_variants).
+COMPOSE_MIN_SHRINK = 4
+
+
 def mild_variants(numpy: bool = False, size: int | None = None) -> dict:
     """Name -> transform of the mild variants an upload is re-scored under (a verdict that flips is uncertain);
     ``numpy``: the same without TensorFlow (:mod:`fakedetect.pixels`), for the ONNX Runtime engine.
 
-    ``size``: resize mode's input size. The downscale variant then goes to the model's input in one go (a
-    :class:`fakedetect.run.Framed` view: shrunk, resized back and framed without rounding to 8 bits in between),
-    which on ONNX Runtime is one product instead of two resizes at the upload's size; without it (crop mode: the
-    variants of S px crops) it is a uint8 image."""
+    ``size``: resize mode's input size. The downscale variant of an image at least COMPOSE_MIN_SHRINK times that
+    on its shorter side then goes to the model's input in one go (a :class:`fakedetect.run.Framed` view: shrunk,
+    resized back and framed without rounding to 8 bits in between), on ONNX Runtime one product instead of two
+    resizes at the upload's size; the framing's shrink averages the rounding away there (smaller images, where it
+    would not, are cheap to make as they are). Without ``size`` (crop mode: the variants of S px crops) and for
+    smaller images it is a uint8 image."""
     jpeg = pixels.jpeg_reencode(90) if numpy else jpeg_reencode(90)
+    rounded = pixels.downscale(0.75) if numpy else downscale(0.75)
     if size is None:
-        down = pixels.downscale(0.75) if numpy else downscale(0.75)
-    else:
-        make = pixels.downscale_framed(0.75, size) if numpy else downscale_framed(0.75, size)
+        return {"re-encoded as JPEG 90": jpeg, "resized to 75% and back": rounded}
+    composed = pixels.downscale_framed(0.75, size) if numpy else downscale_framed(0.75, size)
 
-        def down(img):
-            return Framed(make(img))
+    def down(img):
+        return Framed(composed(img)) if min(img.shape[:2]) >= COMPOSE_MIN_SHRINK * size else rounded(img)
     return {"re-encoded as JPEG 90": jpeg, "resized to 75% and back": down}
 
 
