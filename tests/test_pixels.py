@@ -28,6 +28,25 @@ def test_resize_is_tensorflows(size, antialias):
     assert np.abs(pixels.resize(IMG, *size, antialias=antialias) - want).max() < 1e-4  # float32 rounding
 
 
+@pytest.mark.parametrize("shape", [(2, 400_000, 3), (400_000, 2, 3)])
+def test_a_thin_image_is_resized_in_bounded_memory(shape):
+    """A thin upload (its long side far beyond the model's input) is resized as TensorFlow resizes it without a
+    float array of its long side times the input size, nor dense weights of that size: the numpy engine once
+    needed 1.2 GB for a 2 x 1,000,000 image (a 2 x 32,000,000 one, within the pixel limit, would not fit at all)."""
+    import tracemalloc
+
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    want = tf.image.resize(tf.cast(img, tf.float32), (48, 48), antialias=True).numpy()
+    tracemalloc.start()
+    try:
+        got = pixels.frame(img, Framing(48, "resize"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.abs(got - want).max() < 1e-2  # sums of ~17,000 float32 terms a pixel, in another order than TensorFlow
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"  # the old order: 230 MB of rows and 77 MB of weights
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
 def test_the_checks_decoded_pixels_are_the_decoders(mode):
     """An upload checked for the ONNX Runtime engine keeps the pixels its check decoded (one decode, not two):

@@ -33,7 +33,8 @@ METHOD = ("mean over backbone depths (stem, each stage, last features) of the Ma
 
 @dataclass
 class Gaussians:
-    """Group means with one shared precision matrix, at one depth."""
+    """Group means with one shared precision matrix, at one depth (``means`` and ``precision`` are not to be
+    changed after construction: terms of them are computed once)."""
     means: np.ndarray  # (groups, d)
     precision: np.ndarray  # (d, d): inverse of the shared, shrunk covariance
     scale: float = 1.0  # median distance of the training images

@@ -24,18 +24,17 @@ import numpy as np
 from fakedetect.framing import Framing, crop_offsets, mirror_index
 
 
-def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
-    """(n_out, n_in) weights of TensorFlow's bilinear resize along one axis (half-pixel centres; a triangle
-    kernel, widened by n_in / n_out when shrinking with ``antialias``; rows normalised to sum 1), computed in
-    float32 as TensorFlow computes them: its scale is a float32, and the sampling positions' rounding moves the
-    output by up to a thousandth of a grey level otherwise."""
+def _spans(n_in: int, n_out: int, antialias: bool):
+    """Each output pixel's (index, first input pixel, weights) of TensorFlow's bilinear resize along one axis
+    (half-pixel centres; a triangle kernel, widened by n_in / n_out when shrinking with ``antialias``; weights
+    normalised to sum 1), computed in float32 as TensorFlow computes them: its scale is a float32, and the sampling
+    positions' rounding moves the output by up to a thousandth of a grey level otherwise."""
     f32 = np.float32
     if antialias:  # scale_and_translate: scale = out / in, sampling at (x + 0.5) / scale
         inv_scale = f32(1.0) / (f32(n_out) / f32(n_in))
         kernel_scale = max(inv_scale, f32(1.0))
     else:  # ResizeBilinear with half-pixel centres: (x + 0.5) * (in / out)
         inv_scale, kernel_scale = f32(n_in) / f32(n_out), f32(1.0)
-    w = np.zeros((n_out, n_in), np.float32)
     for x in range(n_out):
         sample = (f32(x) + f32(0.5)) * inv_scale
         if sample < 0 or sample > n_in:
@@ -46,18 +45,46 @@ def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
         src = np.arange(start, end, dtype=np.float32)
         k = np.maximum(f32(0.0), f32(1.0) - np.abs((src + f32(0.5) - sample) * (f32(1.0) / kernel_scale)))
         total = k.sum(dtype=np.float32)
-        w[x, start:end] = k / total if total > 0 else k
+        yield x, start, (k / total if total > 0 else k)
+
+
+def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """The (n_out, n_in) dense weights of :func:`_spans` (small sizes only: tests and reading)."""
+    w = np.zeros((n_out, n_in), np.float32)
+    for x, start, k in _spans(n_in, n_out, antialias):
+        w[x, start:start + len(k)] = k
     return w
 
 
-@functools.lru_cache(maxsize=64)
+# Sides up to this many pixels keep their weights cached (a few hundred KB each); a longer side's weights (about
+# two per input pixel) are made for the one image.
+_CACHED_SIDE = 8192
+
+
 def _sparse(n_in: int, n_out: int, antialias: bool):
-    """:func:`resize_weights` as a sparse matrix: a row has a few weights (about 2 x n_in / n_out when shrinking),
-    so a product costs that many multiplications per output pixel, not n_in. Only the sparse form is kept (the
-    dense one of a 1024 px side is 3-4 MB, and uploads come in many sizes)."""
+    """:func:`_spans` as a sparse n_out x n_in matrix, built without the dense one: a row has a few weights (about
+    2 x n_in / n_out when shrinking), so a product costs that many multiplications per output pixel, not n_in, and
+    the matrix holds about 2 x n_in weights, not n_out x n_in (a thin 1 x 64,000,000 upload would need 32 GB)."""
+    if n_in <= _CACHED_SIDE and n_out <= _CACHED_SIDE:
+        return _sparse_cached(n_in, n_out, antialias)
+    return _build_sparse(n_in, n_out, antialias)
+
+
+def _build_sparse(n_in: int, n_out: int, antialias: bool):
     from scipy.sparse import csr_matrix
 
-    return csr_matrix(resize_weights(n_in, n_out, antialias))
+    indptr, indices, data = [0] * (n_out + 1), [], []
+    for x, start, k in _spans(n_in, n_out, antialias):
+        indptr[x + 1] = len(k)
+        indices.append(np.arange(start, start + len(k), dtype=np.int64))
+        data.append(k)
+    indptr = np.cumsum(indptr)
+    return csr_matrix((np.concatenate(data) if data else np.zeros(0, np.float32),
+                       np.concatenate(indices) if indices else np.zeros(0, np.int64), indptr),
+                      shape=(n_out, n_in))
+
+
+_sparse_cached = functools.lru_cache(maxsize=64)(_build_sparse)
 
 
 def resize(img: np.ndarray, height: int, width: int, antialias: bool = True) -> np.ndarray:
@@ -72,15 +99,32 @@ _BLOCK = 4_000_000
 
 
 def _apply(img: np.ndarray, wh, ww) -> np.ndarray:
-    """``wh @ img @ ww.T`` on each channel of an H x W x C image (float32): the rows on the image as an
-    H x (W * C) matrix (every channel in one product, each output row a few long contiguous sums), then the
-    columns on the (usually much smaller) result transposed once."""
+    """``wh @ img @ ww.T`` on each channel of an H x W x C image (float32). The axis whose pass leaves the smaller
+    intermediate goes first when that matters (a thin upload's long side is reduced before the other is
+    resized, or a 2 x 1,000,000 image would pass through a 48 x 1,000,000 x 3 float array)."""
+    h_in, w_in, _ = img.shape
+    if wh.shape[0] * w_in > max(_BLOCK, h_in * ww.shape[0]):
+        return np.ascontiguousarray(_rows_first(img.transpose(1, 0, 2), ww, wh).transpose(1, 0, 2))
+    return _rows_first(img, wh, ww)
+
+
+def _rows_first(img: np.ndarray, wh, ww) -> np.ndarray:
+    """:func:`_apply` rows first: the rows on the image as an H x (W * C) matrix (every channel in one product,
+    each output row a few long contiguous sums), then the columns on the (usually much smaller) result transposed
+    once."""
     h_in, w_in, c = img.shape
-    flat = img.reshape(h_in, w_in * c)
-    rows = np.empty((wh.shape[0], w_in * c), np.float32)  # h x (W * C)
-    step = max(1, _BLOCK // h_in)  # columns a block: the float copy of a large image is made a block at a time
-    for j in range(0, w_in * c, step):
-        rows[:, j:j + step] = wh @ flat[:, j:j + step].astype(np.float32)
+    flat = img.reshape(h_in, w_in * c)  # a copy only if img is not C-contiguous (a transposed thin image)
+    rows = np.zeros((wh.shape[0], w_in * c), np.float32)  # h x (W * C)
+    # the float copy of a large image is made a block of at most _BLOCK elements at a time: blocks of columns,
+    # and of rows too for a side longer than _BLOCK (a 64,000,000 x 1 upload)
+    chunk = min(max(h_in, 1), _BLOCK)
+    step = max(1, _BLOCK // chunk)
+    parts = [(0, h_in, wh)] if h_in <= chunk else [(a, min(a + chunk, h_in), None) for a in range(0, h_in, chunk)]
+    by_column = wh.tocsc() if len(parts) > 1 else None
+    for a, b, w in parts:
+        w = w if w is not None else by_column[:, a:b]
+        for j in range(0, w_in * c, step):
+            rows[:, j:j + step] += w @ flat[a:b, j:j + step].astype(np.float32)
     h = rows.shape[0]
     cols = np.ascontiguousarray(rows.reshape(h, w_in, c).transpose(1, 0, 2)).reshape(w_in, h * c)
     out = np.asarray(ww @ cols, np.float32)  # w x (h * C)
