@@ -8,6 +8,7 @@ from fakedetect.data.inspect import inspect_data
 pytestmark = pytest.mark.data
 
 
+@pytest.mark.slow  # 100,000 images: ~45 s of the default run; the faces archive below is inspected by default
 def test_inspect_cifake_archive(shared_data, tmp_path):
     report = inspect_data(resolve_data(shared_data / "cifake-train.tar.gz"))
     assert report.counts == {"train": {"real": 50000, "fake": 50000}}
