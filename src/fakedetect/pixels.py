@@ -48,23 +48,16 @@ def _spans(n_in: int, n_out: int, antialias: bool):
         yield x, start, (k / total if total > 0 else k)
 
 
-def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
-    """The (n_out, n_in) dense weights of :func:`_spans` (small sizes only: tests and reading)."""
-    w = np.zeros((n_out, n_in), np.float32)
-    for x, start, k in _spans(n_in, n_out, antialias):
-        w[x, start:start + len(k)] = k
-    return w
-
-
 # Sides up to this many pixels keep their weights cached (a few hundred KB each); a longer side's weights (about
 # two per input pixel) are made for the one image.
 _CACHED_SIDE = 8192
 
 
 def _sparse(n_in: int, n_out: int, antialias: bool):
-    """:func:`_spans` as a sparse n_out x n_in matrix, built without the dense one: a row has a few weights (about
-    2 x n_in / n_out when shrinking), so a product costs that many multiplications per output pixel, not n_in, and
-    the matrix holds about 2 x n_in weights, not n_out x n_in (a thin 1 x 64,000,000 upload would need 32 GB)."""
+    """TensorFlow's resize weights (:func:`_spans`) as a sparse n_out x n_in matrix, built without the dense one:
+    a row has a few weights (about 2 x n_in / n_out when shrinking), so a product costs that many multiplications
+    per output pixel, not n_in, and the matrix holds about 2 x n_in weights, not n_out x n_in (a thin
+    1 x 64,000,000 upload would need 32 GB)."""
     if n_in <= _CACHED_SIDE and n_out <= _CACHED_SIDE:
         return _sparse_cached(n_in, n_out, antialias)
     return _build_sparse(n_in, n_out, antialias)
@@ -175,12 +168,17 @@ def jpeg_reencode(q: int):
     return f
 
 
+def _shrunk(img: np.ndarray, factor: float) -> tuple[int, int]:
+    """The size an image is shrunk to by ``factor``, as :func:`fakedetect.data.transforms.downscale` rounds it."""
+    h, w = img.shape[:2]
+    return max(int(round(h * factor)), 1), max(int(round(w * factor)), 1)
+
+
 def downscale(factor: float):
     """A function shrinking a uint8 image by ``factor`` and resizing it back, as
     :func:`fakedetect.data.transforms.downscale` does."""
     def f(img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        sh, sw = max(int(round(h * factor)), 1), max(int(round(w * factor)), 1)
+        (h, w), (sh, sw) = img.shape[:2], _shrunk(img, factor)
         back = _apply(img, _round_trip(h, sh), _round_trip(w, sw))  # the two resizes in one pass
         np.clip(back, 0, 255, out=back)
         np.rint(back, out=back)  # as np.round: halves to even, as tf.round
@@ -194,8 +192,7 @@ def downscale_framed(factor: float, size: int):
     then framed, as :func:`fakedetect.data.transforms.downscale_framed` does: the three resizes as one product
     (about one resize's cost instead of two at the image's size), the round trip not rounded to 8 bits."""
     def f(img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        sh, sw = max(int(round(h * factor)), 1), max(int(round(w * factor)), 1)
+        (h, w), (sh, sw) = img.shape[:2], _shrunk(img, factor)
         out = _apply(img, _round_trip_to(h, sh, size), _round_trip_to(w, sw, size))
         return np.clip(out, 0.0, 255.0, out=out)
 
