@@ -39,14 +39,15 @@ class Gaussians:
     precision: np.ndarray  # (d, d): inverse of the shared, shrunk covariance
     scale: float = 1.0  # median distance of the training images
     _precision32: np.ndarray = field(init=False, repr=False, compare=False)
+    _centred: np.ndarray = field(init=False, repr=False, compare=False)
     _mean_term: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._precision32 = np.asarray(self.precision).astype(np.float32)
-        # each mean's own term, the same for every image: (groups x d) x (d x d) in float64, made once (it was
-        # most of a single image's domain check)
-        centred = self.means - self.means[0]
-        self._mean_term = np.einsum("ij,ij->i", centred @ self.precision, centred)
+        # the means centred on the first, and each mean's own term, the same for every image: (groups x d) x
+        # (d x d) in float64, made once (it was most of a single image's domain check)
+        self._centred = self.means - self.means[0]
+        self._mean_term = np.einsum("ij,ij->i", self._centred @ self.precision, self._centred)
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row to the nearest mean: one (n, d) x (d, d) product for all means.
@@ -54,9 +55,8 @@ class Gaussians:
         The product runs in float32 on the rows centred on the first mean (the costly part of a prediction's
         domain check; float64 would double it), the rest in float64."""
         x = np.asarray(features, np.float64) - self.means[0]
-        centred = self.means - self.means[0]
         xp = (x.astype(np.float32) @ self._precision32).astype(np.float64)
-        sq = np.einsum("ij,ij->i", xp, x)[:, None] - 2 * xp @ centred.T + self._mean_term[None, :]
+        sq = np.einsum("ij,ij->i", xp, x)[:, None] - 2 * xp @ self._centred.T + self._mean_term[None, :]
         return np.sqrt(np.maximum(sq.min(axis=1), 0.0))
 
 

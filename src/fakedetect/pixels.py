@@ -112,12 +112,11 @@ def _rows_first(img: np.ndarray, wh, ww) -> np.ndarray:
     # and of rows too for a side longer than _BLOCK (a 64,000,000 x 1 upload)
     chunk = min(max(h_in, 1), _BLOCK)
     step = max(1, _BLOCK // chunk)
-    parts = [(0, h_in, wh)] if h_in <= chunk else [(a, min(a + chunk, h_in), None) for a in range(0, h_in, chunk)]
-    by_column = wh.tocsc() if len(parts) > 1 else None
-    for a, b, w in parts:
-        w = w if w is not None else by_column[:, a:b]
+    by_column = wh.tocsc() if h_in > chunk else None  # cheap column slices of the weights, for row blocks
+    for a in range(0, h_in, chunk):
+        w = wh if by_column is None else by_column[:, a:a + chunk]
         for j in range(0, w_in * c, step):
-            rows[:, j:j + step] += w @ flat[a:b, j:j + step].astype(np.float32)
+            rows[:, j:j + step] += w @ flat[a:a + chunk, j:j + step].astype(np.float32)
     h = rows.shape[0]
     cols = np.ascontiguousarray(rows.reshape(h, w_in, c).transpose(1, 0, 2)).reshape(w_in, h * c)
     out = np.asarray(ww @ cols, np.float32)  # w x (h * C)

@@ -33,16 +33,21 @@ def blur(sigma: float):
     return f
 
 
+def _round_trip(img, factor: float):
+    """A uint8 image shrunk by ``factor`` (antialiased) and resized back to its size, in float32, not rounded."""
+    import tensorflow as tf
+
+    hw = tf.shape(img)[:2]
+    small = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32), 1)
+    return tf.image.resize(tf.image.resize(tf.cast(img, tf.float32), small, antialias=True), hw)
+
+
 def downscale(factor: float):
     """A function shrinking a uint8 image by ``factor`` and resizing it back."""
     import tensorflow as tf
 
     def f(img):
-        hw = tf.shape(img)[:2]
-        small = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32), 1)
-        x = tf.image.resize(tf.cast(img, tf.float32), small, antialias=True)
-        x = tf.image.resize(x, hw)
-        return tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), tf.uint8)
+        return tf.cast(tf.round(tf.clip_by_value(_round_trip(img, factor), 0, 255)), tf.uint8)
 
     return f
 
@@ -51,15 +56,10 @@ def downscale_framed(factor: float, size: int):
     """The model's S x S input (float32) of a uint8 image shrunk by ``factor``, resized back and framed (resize
     mode), without rounding the round trip to 8 bits: the web app's downscale variant, which
     :func:`fakedetect.pixels.downscale_framed` computes in one product on the ONNX Runtime engine."""
-    import tensorflow as tf
-
     from fakedetect.data.pipeline import resize
 
     def f(img):
-        hw = tf.shape(img)[:2]
-        small = tf.maximum(tf.cast(tf.round(tf.cast(hw, tf.float32) * factor), tf.int32), 1)
-        x = tf.image.resize(tf.cast(img, tf.float32), small, antialias=True)
-        return resize(tf.image.resize(x, hw), size)
+        return resize(_round_trip(img, factor), size)
 
     return f
 

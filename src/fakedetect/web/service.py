@@ -57,11 +57,10 @@ def mild_variants(numpy: bool = False, size: int | None = None) -> dict:
     ``size``: resize mode's input size. The downscale variant of a variant source (the upload, or its copy of at
     most VARIANT_MAX_SIDE px: see variant_source) at least COMPOSE_MIN_SHRINK times that on its shorter side
     (e.g. a 1024x768 copy for a 128 px model; never for inputs of 256 px or more) then goes to the model's input
-    in one go (a :class:`fakedetect.run.Framed` view: shrunk,
-    resized back and framed without rounding to 8 bits in between), on ONNX Runtime one product instead of two
-    resizes at the source's size; the framing's shrink averages the rounding away there (where it would not, the
-    variant is rounded as before, at the old cost). Without ``size`` (crop mode: the variants of S px crops) and for
-    smaller images it is a uint8 image."""
+    in one go (a :class:`fakedetect.run.Framed` view: shrunk, resized back and framed without rounding to 8 bits
+    in between), on ONNX Runtime one product instead of two resizes at the source's size; the framing's shrink
+    averages the rounding away there. Where it would not (smaller sources), and without ``size`` (crop mode: the
+    variants of S px crops), the variant is a uint8 image, rounded as before."""
     jpeg = pixels.jpeg_reencode(90) if numpy else jpeg_reencode(90)
     rounded = pixels.downscale(0.75) if numpy else downscale(0.75)
     if size is None:
